@@ -1,0 +1,200 @@
+"""The packet card process: asyncio + zmq loop; the only I/O of a card.
+
+    python -m cards.runner --run-dir DIR --slot N
+
+It subscribes to its Clone stream first, registers with the supervisor, takes a
+snapshot, and reports Ready only once everything is applied. Heartbeats run both
+ways; when the supervisor goes quiet the card keeps serving and registers again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+
+from chassis.clock import MonotonicClock
+from chassis.ipc import keys as keyring
+from chassis.ipc.clone import Outcome, Replica
+from chassis.ipc.envelope import Envelope
+from chassis.ipc.messages import Ack, Beacon, Error, Heartbeat, Ready, Register, Request, Update
+from chassis.ipc.rpc import Pending, RpcError
+from chassis.ipc.rundir import RunDir
+from chassis.ipc.sockets import Channel, Incoming, Node
+
+log = logging.getLogger("card")
+
+LABELS = {"dpc": "dpc", "vsm": "vsm"}
+
+
+class Card:
+    def __init__(self, run: RunDir, slot: int) -> None:
+        self.run, self.slot = run, slot
+        self.manifest = run.manifest()
+        me = next(c for c in self.manifest["topology"]["cards"] if c["slot"] == slot)
+        self.type, self.role = me["type"], me["role"]
+        timers = self.manifest["timers"]
+        self.interval, self.liveness = timers["interval"], timers["liveness"]
+        self.node = Node(run.keys, f"{self.type}-{slot}", key_name=f"slot-{slot}")
+        self.mono = MonotonicClock()
+        self.boot_id = secrets.token_hex(8)
+        self.replica = Replica()
+        self.pending = Pending()
+        self.epoch = 0  # the highest management epoch seen; lower ones are ignored
+        self.registered = False
+        self.last_supervisor = self.mono.now()
+        self.ctl: Channel | None = None
+        self.sub: Channel | None = None
+        self.syncing: asyncio.Task | None = None
+        self.stopping = asyncio.Event()
+
+    @property
+    def config(self) -> dict:
+        return self.replica.entries.get("config", {})
+
+    async def serve(self) -> None:
+        ep, keys = self.manifest["endpoints"], self.run.keys
+        server = keyring.public_key(keys, "mgmt")
+        self.sub = self.node.subscriber(
+            ep["state"], server, [f"slot-{self.slot}\0".encode(), b"beacon\0"]
+        )
+        self.ctl = self.node.dealer(ep["control"], server, f"slot-{self.slot}")
+        tasks = [
+            asyncio.create_task(self._loop(self.ctl, self.on_control)),
+            asyncio.create_task(self._loop(self.sub, self.on_state)),
+            asyncio.create_task(self._tick()),
+        ]
+        await self.stopping.wait()
+        for t in tasks:
+            t.cancel()
+        self.node.close()
+
+    async def _loop(self, channel: Channel, handler) -> None:
+        while True:
+            self._dispatch(channel, await channel.recv(), handler)
+
+    def _dispatch(self, channel: Channel, inc: Incoming, handler) -> None:
+        if inc.error is not None:
+            log.warning("bad message: %s", inc.error.reason)
+            if channel is self.ctl:
+                channel.send(Error(inc.error.ref or 0, inc.error.reason))
+            return
+        if inc.env.epoch < self.epoch:
+            log.info("ignored %s from older epoch %d < %d", inc.env.type, inc.env.epoch, self.epoch)
+            return
+        if self.pending.resolve(inc):
+            return
+        try:
+            handler(inc, inc.env)
+        except Exception:
+            log.exception("while handling %s", inc.env.type)
+
+    # --- control --------------------------------------------------------------
+
+    def on_control(self, inc: Incoming, env: Envelope) -> None:
+        msg = env.msg
+        if isinstance(msg, Heartbeat):
+            self.last_supervisor = self.mono.now()
+        elif isinstance(msg, Request) and msg.method == "ping":
+            self.ctl.send(Error(env.id, "cards answer no ping"))
+        elif isinstance(msg, Error):
+            log.warning("supervisor reports: %s", msg.reason)
+        else:
+            self.ctl.send(Error(env.id, f"card does not handle {env.type}"))
+
+    async def _register(self) -> None:
+        """Register, take the snapshot, apply it, then report Ready."""
+        try:
+            reply = await self.pending.call(
+                self.ctl,
+                Register(self.slot, self.type, self.role, os.getpid(), self.boot_id),
+                timeout=self.interval * 5,
+            )
+            self.epoch = max(self.epoch, reply["epoch"])
+            self.node.epoch = self.epoch
+            await self._resync()
+            self.registered = True
+            self.last_supervisor = self.mono.now()
+            self.ctl.send(Ready(self.replica.seq))
+            log.info("ready: config seq %d, epoch %d", self.replica.seq, self.epoch)
+        except (TimeoutError, RpcError) as exc:
+            log.info("registration: %s", exc)
+
+    async def _resync(self) -> None:
+        self.replica.reset()
+        snap = await self.pending.call(self.ctl, Request("snapshot", {}), timeout=self.interval * 5)
+        if self.replica.on_snapshot(snap["seq"], snap["entries"]) is Outcome.GAP:
+            await self._resync()
+
+    # --- state stream -------------------------------------------------------
+
+    def on_state(self, inc: Incoming, env: Envelope) -> None:
+        msg = env.msg
+        if isinstance(msg, Update):
+            outcome = self.replica.on_update(env.seq, msg.key, msg.value)
+            if outcome is Outcome.APPLIED:
+                self.ctl.send(Ack(env.seq))
+            elif outcome is Outcome.GAP:
+                log.warning("update %d lost before %d: resync", self.replica.seq or 0, env.seq)
+                self._start(self._resync_and_ack())
+        elif isinstance(msg, Beacon):
+            latest = msg.seqs.get(str(self.slot))
+            if isinstance(latest, int) and self.replica.on_beacon(latest):
+                log.warning("beacon shows seq %d: resync", latest)
+                self._start(self._resync_and_ack())
+
+    async def _resync_and_ack(self) -> None:
+        try:
+            await self._resync()
+            self.ctl.send(Ack(self.replica.seq))
+        except (TimeoutError, RpcError) as exc:
+            log.info("resync: %s", exc)
+
+    def _start(self, coro) -> None:
+        if self.syncing is None or self.syncing.done():
+            self.syncing = asyncio.create_task(coro)
+        else:
+            coro.close()
+
+    async def _tick(self) -> None:
+        while True:
+            self.ctl.send(Heartbeat(self.mono.now()))
+            for inc in self.ctl.drain():
+                self._dispatch(self.ctl, inc, self.on_control)
+            quiet = self.mono.now() - self.last_supervisor
+            if self.registered and quiet > self.interval * self.liveness:
+                log.warning("supervisor silent for %.0f ms: registering again", quiet * 1000)
+                self.registered = False
+            if not self.registered:
+                self._start(self._register())
+            await asyncio.sleep(self.interval)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="cards.runner")
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--slot", type=int, required=True)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stdout,
+        level=logging.DEBUG if os.environ.get("CHASSIS_DEBUG") else logging.INFO,
+        format=f"%(asctime)s slot{args.slot} %(name)s %(levelname)s %(message)s",
+    )
+    card = Card(RunDir(args.run_dir), args.slot)
+
+    async def runner():
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, card.stopping.set)
+        await card.serve()
+
+    asyncio.run(runner())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,3 @@
+"""The StarOS SeGW chassis: topology, backplane, IPC, CLI and the simulated world around it."""
+
+DISTRIBUTION = "staros-segw-sim"

@@ -1,0 +1,332 @@
+"""The chassis backplane: powers slots, watches card processes, outlives the supervisor.
+
+One process per chassis. It starts a supervisor process per management card and a
+card process per packet card, sees a crashed process at once through its pidfd,
+tells the active supervisor, and obeys its power requests (restart a slot). It grants
+the management epoch: each start of an active supervisor gets a higher one, so
+cards can ignore an older supervisor. `chassis status` and `chassis down` talk to it.
+
+    python -m chassis.backplane --run-dir DIR --topology FILE
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from chassis import procs
+from chassis.ipc import keys as keyring
+from chassis.ipc.messages import CardStates, Error, Hello, Power, ProcEvent, Request
+from chassis.ipc.rundir import RunDir
+from chassis.ipc.sockets import Channel, Incoming, Node
+from chassis.topology import Card, Topology
+
+log = logging.getLogger("backplane")
+
+RESTART_DELAY = 0.2  # before restarting a crashed active supervisor (#11 brings takeover)
+
+
+def key_names(topology: Topology) -> list[str]:
+    """Every CURVE identity of this chassis; the ZAP handlers admit exactly these."""
+    return ["backplane", "mgmt", "cli"] + [f"slot-{c.slot}" for c in topology.cards]
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def endpoints(topology: Topology, run: RunDir) -> dict[str, str]:
+    names = ("backplane", "control", "state", "cli")
+    if topology.transport == "tcp":
+        return {n: f"tcp://127.0.0.1:{free_tcp_port()}" for n in names}
+    return {n: run.endpoint(n) for n in names}
+
+
+def prepare(topology: Topology, run: RunDir) -> dict:
+    """Create the run directory, keys and manifest (before any process starts)."""
+    run.create()
+    for name in key_names(topology):
+        keyring.ensure_keypair(run.keys, name)
+    manifest = {
+        "name": topology.name,
+        "platform": topology.platform,
+        "transport": topology.transport,
+        "timers": {
+            "interval": topology.timers.heartbeat_interval_ms / 1000,
+            "liveness": topology.timers.heartbeat_liveness,
+        },
+        "endpoints": endpoints(topology, run),
+        "topology": topology.to_dict(),
+    }
+    run.write_json(run.manifest_path, manifest)
+    return manifest
+
+
+@dataclass
+class Slot:
+    card: Card
+    proc: subprocess.Popen | None = None
+    started_ticks: int = 0
+    started_at: float = 0.0  # wall clock, for uptime
+    state: str = "offline"
+    role: str = ""
+    expect_exit: bool = False
+    restarts: int = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc and self.proc.returncode is None else None
+
+
+class Backplane:
+    def __init__(self, topology: Topology, run: RunDir) -> None:
+        self.topology, self.run = topology, run
+        self.manifest = run.manifest()
+        self.slots = {c.slot: Slot(c, role=c.role) for c in topology.cards}
+        self.epoch = 0
+        self.active_mgmt: int | None = None
+        self.node = Node(run.keys, "backplane")
+        self.bus: Channel | None = None
+        self.stopping = asyncio.Event()
+
+    # --- processes ---------------------------------------------------------
+
+    def start(self, slot: Slot) -> None:
+        module = "supervisor.runner" if slot.card.is_management else "cards.runner"
+        name = f"{slot.card.label.lower()}-{slot.card.slot}"
+        with open(self.run.logs / f"{name}.log", "ab") as out:
+            slot.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    module,
+                    "--run-dir",
+                    str(self.run.root),
+                    "--slot",
+                    str(slot.card.slot),
+                ],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=partial(procs.die_with_parent, os.getpid()),
+                close_fds=True,
+            )
+        slot.started_ticks = procs.start_time(slot.proc.pid) or 0
+        slot.started_at = time.time()
+        slot.state, slot.expect_exit = "booting", False
+        if slot.card.is_management and slot.role == "active":
+            self.epoch += 1
+        fd = os.pidfd_open(slot.proc.pid)
+        asyncio.get_running_loop().add_reader(fd, self._exited, slot, slot.proc, fd)
+        self.save_pids()
+        self.notify(ProcEvent(slot.card.slot, "started", slot.proc.pid))
+        log.info("slot %d: started %s pid %d", slot.card.slot, module, slot.proc.pid)
+
+    def _exited(self, slot: Slot, proc: subprocess.Popen, fd: int) -> None:
+        asyncio.get_running_loop().remove_reader(fd)
+        os.close(fd)
+        code = proc.wait()
+        if slot.proc is not proc:  # an older process of a restarted slot
+            return
+        expected = slot.expect_exit or self.stopping.is_set()
+        slot.state = "offline" if expected else "failed"
+        log.log(
+            logging.INFO if expected else logging.WARNING,
+            "slot %d: pid %d exited with %s",
+            slot.card.slot,
+            proc.pid,
+            code,
+        )
+        self.save_pids()
+        self.notify(ProcEvent(slot.card.slot, "exited", proc.pid, code))
+        if slot.card.slot == self.active_mgmt and not expected:
+            self.active_mgmt = None
+            asyncio.get_running_loop().call_later(RESTART_DELAY, self._restart_supervisor, slot)
+
+    def _restart_supervisor(self, slot: Slot) -> None:
+        if not self.stopping.is_set() and slot.pid is None:
+            slot.restarts += 1
+            self.start(slot)
+
+    def restart(self, slot: Slot) -> None:
+        """Power-cycle a slot: kill the process we recorded (if any), start a new one."""
+        if slot.pid is not None:
+            slot.expect_exit = True
+            procs.signal_verified(slot.proc.pid, slot.started_ticks, signal.SIGKILL)
+        slot.restarts += 1
+        self.start(slot)
+
+    def save_pids(self) -> None:
+        records = {"backplane": {"pid": os.getpid(), "start": procs.start_time(os.getpid())}}
+        for s in self.slots.values():
+            if s.pid is not None:
+                records[str(s.card.slot)] = {"pid": s.pid, "start": s.started_ticks}
+        self.run.write_json(self.run.pids_path, records)
+
+    # --- messages ----------------------------------------------------------
+
+    def notify(self, msg) -> None:
+        """Tell the active supervisor (if one is attached)."""
+        if self.bus is not None and self.active_mgmt is not None:
+            self.bus.send(msg, to=f"mgmt-{self.active_mgmt}".encode())
+
+    def handle(self, inc: Incoming) -> None:
+        if inc.error is not None:
+            log.warning("bad message from %r: %s", inc.peer, inc.error.reason)
+            self.bus.send(Error(inc.error.ref or 0, inc.error.reason), to=inc.peer)
+            return
+        msg = inc.env.msg
+        if isinstance(msg, Hello):
+            self.on_hello(inc, msg)
+        elif isinstance(msg, CardStates):
+            if inc.env.epoch == self.epoch:  # an older supervisor's view is not the chassis's
+                self.on_states(msg)
+        elif isinstance(msg, Power):
+            if inc.env.epoch == self.epoch and msg.slot in self.slots and msg.action == "restart":
+                self.restart(self.slots[msg.slot])
+        elif isinstance(msg, Request) and msg.method == "status":
+            self.bus.reply(inc, True, self.status())
+        elif isinstance(msg, Request) and msg.method == "shutdown":
+            self.bus.reply(inc, True, {"pid": os.getpid()})
+            self.stopping.set()
+        else:
+            self.bus.send(
+                Error(inc.env.id, f"backplane does not handle {inc.env.type}"), to=inc.peer
+            )
+
+    def on_hello(self, inc: Incoming, msg: Hello) -> None:
+        slot = self.slots.get(msg.slot)
+        if slot is None or not slot.card.is_management or slot.pid != msg.pid:
+            self.bus.reply(
+                inc, False, error=f"no management card process {msg.pid} in slot {msg.slot}"
+            )
+            return
+        slot.state = slot.role
+        if slot.role == "active":
+            self.active_mgmt = msg.slot
+        else:
+            self.notify(ProcEvent(msg.slot, "hello", msg.pid))
+        self.bus.reply(
+            inc, True, {"epoch": self.epoch, "role": slot.role, "slots": self.status()["slots"]}
+        )
+
+    def on_states(self, msg: CardStates) -> None:
+        for key, entry in msg.states.items():
+            slot = self.slots.get(int(key))
+            if slot is None or slot.card.is_management:
+                continue
+            # A report about a process that already exited must not undo the backplane's "failed".
+            if entry.get("pid") == slot.pid or entry.get("state") in ("failed", "offline"):
+                slot.state = entry["state"]
+
+    def status(self) -> dict:
+        now = time.time()
+        return {
+            "name": self.topology.name,
+            "platform": self.topology.platform,
+            "epoch": self.epoch,
+            "backplane_pid": os.getpid(),
+            "slots": [
+                {
+                    "slot": s.card.slot,
+                    "type": s.card.type,
+                    "label": s.card.label,
+                    "role": s.role,
+                    "state": s.state,
+                    "pid": s.pid,
+                    "uptime_s": round(now - s.started_at, 3) if s.pid else None,
+                    "restarts": s.restarts,
+                }
+                for s in self.slots.values()
+            ],
+        }
+
+    # --- main loop -----------------------------------------------------------
+
+    async def serve(self) -> None:
+        self.node.start_auth()
+        self.bus = self.node.router(self.manifest["endpoints"]["backplane"])
+        for slot in self.slots.values():
+            self.start(slot)
+        receiver = asyncio.create_task(self._receive())
+        await self.stopping.wait()
+        receiver.cancel()
+        self.shutdown()
+
+    async def _receive(self) -> None:
+        while True:
+            inc = await self.bus.recv()
+            try:
+                self.handle(inc)
+            except Exception:  # one bad message must not take the backplane down
+                log.exception("while handling %s", inc.env.type if inc.env else "?")
+
+    def shutdown(self) -> None:
+        records = [(s.proc.pid, s.started_ticks) for s in self.slots.values() if s.pid]
+        for s in self.slots.values():
+            s.expect_exit = True
+        left = procs.stop_verified(records)
+        for s in self.slots.values():
+            if s.proc is not None and s.proc.returncode is None:
+                s.proc.poll()
+            s.state = "offline"
+        if left:
+            log.error("processes survived shutdown: %s", left)
+        self.node.close()
+        shutil.rmtree(self.run.ipc, ignore_errors=True)
+        self.run.pids_path.unlink(missing_ok=True)
+        log.info("backplane down")
+
+
+def spawn(run: RunDir, *, log_path: Path | None = None) -> subprocess.Popen:
+    """Start a backplane process in its own session (it survives the shell that ran `up`)."""
+    out = open(log_path or run.logs / "backplane.out", "ab")
+    with out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "chassis.backplane", "--run-dir", str(run.root)],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="chassis.backplane")
+    parser.add_argument("--run-dir", required=True)
+    args = parser.parse_args(argv)
+    run = RunDir(args.run_dir)
+    logging.basicConfig(
+        filename=run.logs / "backplane.log",
+        level=logging.DEBUG if os.environ.get("CHASSIS_DEBUG") else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    topology = Topology.from_dict(run.manifest()["topology"])
+    backplane = Backplane(topology, run)
+
+    async def runner():
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, backplane.stopping.set)
+        await backplane.serve()
+
+    asyncio.run(runner())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

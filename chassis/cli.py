@@ -1,0 +1,205 @@
+"""`chassis`: launch, inspect, drive and stop a simulated StarOS SeGW chassis."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from chassis import DISTRIBUTION
+from chassis import client as api
+from chassis import topology as topo_mod
+
+
+def check_packages() -> None:
+    """Refuse to run when PyPI's unrelated `supervisor` or `cards` shadows ours."""
+    import cards
+    import supervisor
+
+    for mod in (supervisor, cards):
+        if getattr(mod, "DISTRIBUTION", None) != DISTRIBUTION:
+            raise click.ClickException(
+                f"the imported package '{mod.__name__}' ({getattr(mod, '__file__', '?')}) is not part of "
+                f"{DISTRIBUTION}; uninstall the unrelated PyPI project of that name"
+            )
+
+
+def resolve_run_dir(run_dir: str | None) -> Path:
+    if run_dir:
+        return Path(run_dir)
+    base = Path(".chassis")
+    found = (
+        sorted(p for p in base.glob("*") if (p / "chassis.json").exists()) if base.is_dir() else []
+    )
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise click.ClickException(
+            "no chassis in .chassis/; start one with `chassis up` or give --run-dir"
+        )
+    raise click.ClickException(
+        f"several chassis in .chassis/ ({', '.join(p.name for p in found)}); give --run-dir"
+    )
+
+
+def open_chassis(run_dir: str | None) -> api.Chassis:
+    try:
+        return api.Chassis(resolve_run_dir(run_dir))
+    except api.ChassisError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def render_status(status: dict) -> str:
+    lines = [
+        f"chassis {status['name']} ({status['platform']}), backplane pid {status['backplane_pid']}, epoch {status['epoch']}",
+        f"{'Slot':>4}  {'Type':<4}  {'Role':<8}  {'State':<8}  {'PID':>7}  {'Uptime':>9}",
+    ]
+    for s in status["slots"]:
+        uptime = f"{s['uptime_s']:.1f}s" if s["uptime_s"] is not None else "-"
+        lines.append(
+            f"{s['slot']:>4}  {s['label']:<4}  {s['role']:<8}  {s['state']:<8}  {s['pid'] or '-':>7}  {uptime:>9}"
+        )
+    return "\n".join(lines)
+
+
+RUN_DIR = click.option(
+    "--run-dir", type=click.Path(file_okay=False), help="Run directory (default .chassis/NAME)."
+)
+
+
+@click.group()
+def main() -> None:
+    """Simulated Cisco StarOS security-gateway chassis."""
+    check_packages()
+
+
+@main.command()
+@click.argument("topology", required=False, type=click.Path(dir_okay=False))
+@RUN_DIR
+@click.option("--detach", is_flag=True, help="Return once ready; the chassis keeps running.")
+@click.option(
+    "--wait", "wait_for", type=click.Choice(["cards"]), default="cards", show_default=True
+)
+@click.option(
+    "--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for readiness."
+)
+def up(topology, run_dir, detach, wait_for, timeout):
+    """Start a chassis from TOPOLOGY (default: topologies/default.yaml)."""
+    started = time.monotonic()
+    try:
+        chassis = api.up(topology, run_dir, wait=wait_for, timeout=timeout)
+    except topo_mod.TopologyError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    except api.ChassisError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(render_status(chassis.status()))
+    click.echo(f"ready in {time.monotonic() - started:.2f} s; run dir {chassis.run.root}")
+    if detach:
+        return
+    click.echo("Ctrl-C stops the chassis.")
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    try:
+        while chassis.running():
+            time.sleep(0.2)
+        click.echo("backplane exited", err=True)
+    except KeyboardInterrupt:
+        click.echo("stopping")
+    finally:
+        chassis.down()
+
+
+@main.command()
+@RUN_DIR
+def down(run_dir):
+    """Stop everything a chassis started and remove its sockets."""
+    path = resolve_run_dir(run_dir)
+    killed = api.down(path)
+    click.echo(
+        f"down: {path}" + (f" (killed {len(killed)} leftover process(es))" if killed else "")
+    )
+
+
+@main.command()
+@RUN_DIR
+@click.option("--json", "as_json", is_flag=True)
+def status(run_dir, as_json):
+    """Every slot with its type, role, state, PID and uptime."""
+    chassis = open_chassis(run_dir)
+    try:
+        st = chassis.status()
+    except (api.ChassisError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(json.dumps(st, indent=2) if as_json else render_status(st))
+
+
+@main.command("exec")
+@RUN_DIR
+@click.option("--json", "as_json", is_flag=True, help="Structured output of each command.")
+@click.option("-f", "--file", "script", type=click.File(), help="Commands, one per line.")
+@click.argument("commands", nargs=-1)
+def exec_(run_dir, as_json, script, commands):
+    """Run COMMANDs in one CLI session, in order; stop at the first error (exit 1)."""
+    lines = list(commands)
+    if script is not None:
+        lines += [
+            ln.rstrip("\n") for ln in script if ln.strip() and not ln.lstrip().startswith("#")
+        ]
+    if not lines:
+        raise click.UsageError("give at least one command, or -f FILE")
+    chassis = open_chassis(run_dir)
+    try:
+        results = chassis.exec(*lines)
+    except (api.ChassisError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        out = [
+            {"command": r.command, "output": r.output, "data": r.data, "error": r.error}
+            for r in results
+        ]
+        click.echo(json.dumps(out, indent=2))
+    else:
+        for r in results:
+            if len(lines) > 1:
+                click.echo(f"{r.prompt} {r.command}")
+            if r.output:
+                click.echo(r.output, err=r.error)
+    if any(r.error for r in results):
+        sys.exit(1)
+
+
+@main.command()
+@RUN_DIR
+def cli(run_dir):
+    """Interactive StarOS shell (Tab completes, ? lists what may follow)."""
+    from chassis import shell
+
+    chassis = open_chassis(run_dir)
+    with chassis.session() as session:
+        code = shell.interactive(session) if sys.stdin.isatty() else shell.batch(session, sys.stdin)
+    sys.exit(code)
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+def validate(files):
+    """Check topology FILEs; every problem names file:line:column and the field (exit 2)."""
+    bad = False
+    for f in files:
+        try:
+            t = topo_mod.load(f)
+        except topo_mod.TopologyError as exc:
+            click.echo(str(exc), err=True)
+            bad = True
+            continue
+        click.echo(f"{f}: OK ({t.platform}, {len(t.cards)} cards, transport {t.transport})")
+    if bad:
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

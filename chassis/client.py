@@ -1,0 +1,199 @@
+"""Python API for other people's tests and tools: up, down, status, exec.
+
+    from chassis import client
+    ch = client.up("topologies/asr5500.yaml", run_dir="/tmp/lab1")
+    print(ch.exec("show card table")[0].output)
+    ch.down()
+
+Everything here is a client of the running chassis: status comes from the backplane,
+commands go to the supervisor's CLI socket, exactly as `chassis status` and
+`chassis exec` do.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from chassis import backplane as bp
+from chassis import procs, topology
+from chassis.ipc import keys as keyring
+from chassis.ipc.rundir import RunDir
+from chassis.ipc.sockets import SyncClient
+
+READY = ("active", "standby")
+
+
+class ChassisError(Exception):
+    pass
+
+
+@dataclass
+class CommandResult:
+    command: str
+    output: str
+    data: object
+    error: bool
+    prompt: str  # the prompt the command was typed at
+
+
+def default_run_dir(name: str) -> Path:
+    return Path(".chassis") / name
+
+
+class CliSession:
+    """One StarOS CLI session on the supervisor (mode and context live there)."""
+
+    def __init__(self, client: SyncClient, timeout: float) -> None:
+        self.client, self.timeout = client, timeout
+        opened = self._call("cli.open")
+        self.sid, self.prompt = opened["session"], opened["prompt"]
+        self.closed = False
+
+    def _call(self, method: str, **args):
+        reply = self.client.call(method, args, timeout=self.timeout)
+        if not reply.ok:
+            raise ChassisError(reply.error)
+        return reply.result
+
+    def execute(self, line: str) -> CommandResult:
+        res = self._call("cli.exec", session=self.sid, line=line)
+        typed_at, self.closed, self.prompt = self.prompt, res["close"], res["prompt"]
+        return CommandResult(line, res["output"], res["data"], res["error"], typed_at)
+
+    def complete(self, text: str) -> list[str]:
+        return self._call("cli.complete", session=self.sid, text=text)
+
+    def help(self, text: str) -> list[tuple[str, str]]:
+        return [tuple(h) for h in self._call("cli.help", session=self.sid, text=text)]
+
+    def close(self) -> None:
+        try:
+            if not self.closed:
+                self._call("cli.close", session=self.sid)
+        finally:
+            self.client.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Chassis:
+    """A handle on a chassis by its run directory (it need not have been started here)."""
+
+    def __init__(self, run_dir: Path | str) -> None:
+        self.run = RunDir(run_dir)
+        if not self.run.exists():
+            raise ChassisError(f"{self.run.root}: no chassis here (no chassis.json)")
+        self.manifest = self.run.manifest()
+
+    @property
+    def name(self) -> str:
+        return self.manifest["name"]
+
+    def _client(self, endpoint: str, server: str) -> SyncClient:
+        key = keyring.public_key(self.run.keys, server)
+        return SyncClient(self.run.keys, "cli", self.manifest["endpoints"][endpoint], key)
+
+    def running(self) -> bool:
+        rec = self.run.pids().get("backplane")
+        return bool(rec) and procs.alive(rec["pid"], rec["start"])
+
+    def status(self, timeout: float = 3.0) -> dict:
+        if not self.running():
+            raise ChassisError(f"chassis {self.name} is not running ({self.run.root})")
+        with self._client("backplane", "backplane") as c:
+            reply = c.call("status", timeout=timeout)
+        return reply.result
+
+    def wait(self, what: str = "cards", timeout: float = 30.0, proc=None) -> dict:
+        """Wait until every slot is in its role (`cards`); raise ChassisError on timeout."""
+        if what != "cards":
+            raise ChassisError(f"--wait {what}: only 'cards' exists so far")
+        deadline = time.monotonic() + timeout
+        status: dict = {}
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is not None:
+                raise ChassisError(f"backplane exited with {proc.returncode}; see {self.run.logs}")
+            try:
+                status = self.status(timeout=1.0)
+            except (ChassisError, TimeoutError):
+                time.sleep(0.05)
+                continue
+            if all(s["state"] in READY for s in status["slots"]):
+                return status
+            time.sleep(0.02)
+        states = {s["slot"]: s["state"] for s in status.get("slots", [])}
+        raise ChassisError(f"chassis {self.name} not ready after {timeout:g} s: {states}")
+
+    def session(self, timeout: float = 10.0) -> CliSession:
+        return CliSession(self._client("cli", "mgmt"), timeout)
+
+    def exec(
+        self, *commands: str, timeout: float = 10.0, stop_on_error: bool = True
+    ) -> list[CommandResult]:
+        """Run commands in order in one CLI session (stops after the first error)."""
+        results = []
+        with self.session(timeout) as session:
+            for command in commands:
+                results.append(session.execute(command))
+                if session.closed or (results[-1].error and stop_on_error):
+                    break
+        return results
+
+    def down(self, timeout: float = 10.0) -> None:
+        """Stop everything this chassis started; no orphan, no socket file survives."""
+        down(self.run.root, timeout=timeout)
+
+
+def up(
+    topology_file: Path | str | None = None,
+    run_dir: Path | str | None = None,
+    *,
+    wait: str | None = "cards",
+    timeout: float = 30.0,
+) -> Chassis:
+    topo = topology.load(topology_file or topology.default_path())
+    run = RunDir(run_dir or default_run_dir(topo.name))
+    if run.exists() and Chassis(run.root).running():
+        raise ChassisError(f"chassis {topo.name} is already running in {run.root}")
+    bp.prepare(topo, run)
+    proc = bp.spawn(run)
+    chassis = Chassis(run.root)
+    if wait:
+        try:
+            chassis.wait(wait, timeout, proc)
+        except ChassisError:
+            if proc.poll() is None:
+                down(run.root)
+            raise
+    return chassis
+
+
+def down(run_dir: Path | str, timeout: float = 10.0) -> list[tuple[int, int]]:
+    """Stop a chassis; returns the (pid, start) records that had to be killed here."""
+    run = RunDir(run_dir)
+    records = run.pids()
+    back = records.pop("backplane", None)
+    if back and procs.alive(back["pid"], back["start"]):
+        try:
+            ch = Chassis(run.root)
+            with ch._client("backplane", "backplane") as c:
+                c.call("shutdown", timeout=2.0)
+            deadline = time.monotonic() + timeout
+            while procs.alive(back["pid"], back["start"]) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        except (TimeoutError, ChassisError, OSError):
+            pass
+        procs.stop_verified([(back["pid"], back["start"])])
+    # The backplane normally stops its cards; whatever it could not (it was killed first) goes here.
+    left = [(r["pid"], r["start"]) for r in records.values() if procs.alive(r["pid"], r["start"])]
+    procs.stop_verified(left)
+    shutil.rmtree(run.ipc, ignore_errors=True)
+    run.pids_path.unlink(missing_ok=True)
+    return left

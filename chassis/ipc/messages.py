@@ -1,0 +1,112 @@
+"""Every message type of the chassis, in one place.
+
+Events travel as their own types; request/reply traffic uses Request (a method name
+and arguments) answered by Reply, correlated by the request envelope's id.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chassis.ipc.envelope import message
+
+# --- request / reply (any socket pair) ---------------------------------------
+
+
+@message("request")
+class Request:
+    method: str
+    args: dict
+
+
+@message("reply")
+class Reply:
+    ref: int
+    ok: bool
+    result: Any = None
+    error: str = ""
+
+
+@message("error")
+class Error:
+    """Answer to a message that could not be used (bad envelope, unknown type)."""
+
+    ref: int
+    reason: str
+
+
+# --- supervisor <-> packet card (control ROUTER/DEALER) -----------------------
+
+
+@message("register")
+class Register:
+    slot: int
+    card_type: str
+    role: str
+    pid: int
+    boot_id: str
+
+
+@message("heartbeat")
+class Heartbeat:
+    sent: float  # sender's CLOCK_MONOTONIC: stale heartbeats (after SIGSTOP) are recognisable
+    state_seq: int = 0
+
+
+@message("ready")
+class Ready:
+    """A card has applied its snapshot (and everything else) and can serve."""
+
+    seq: int
+
+
+@message("ack")
+class Ack:
+    seq: int
+
+
+# --- supervisor -> packet cards (state PUB/SUB, the Clone pattern) ------------
+
+
+@message("update")
+class Update:
+    """One key of a card's state stream; the envelope's seq orders the stream."""
+
+    key: str
+    value: Any  # None deletes the key
+
+
+@message("beacon")
+class Beacon:
+    """Latest seq per card stream, so a card notices a lost last update."""
+
+    seqs: dict
+
+
+# --- supervisor <-> backplane -------------------------------------------------
+
+
+@message("hello")
+class Hello:
+    slot: int
+    role: str
+    pid: int
+
+
+@message("card-states")
+class CardStates:
+    states: dict  # slot (str) -> {"state": ..., "role": ...}
+
+
+@message("power")
+class Power:
+    slot: int
+    action: str  # "restart" | "stop"
+
+
+@message("proc-event")
+class ProcEvent:
+    slot: int
+    event: str  # "started" | "exited"
+    pid: int
+    code: int | None = None

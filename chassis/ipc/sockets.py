@@ -1,0 +1,222 @@
+"""CURVE-secured ZeroMQ sockets carrying envelopes: the only zmq user besides ipc/keys.
+
+A Node is one process's context. Server nodes start a ZAP authenticator that admits
+only the chassis's own public keys, before they bind anything. Channels wrap one
+socket each and never block a send: a full or unknown peer costs a dropped message
+that is counted, never a stalled loop.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+
+from chassis.ipc import keys as keyring
+from chassis.ipc.envelope import DecodeError, Envelope, decode, encode
+from chassis.ipc.messages import Reply, Request
+
+log = logging.getLogger(__name__)
+
+ZAP_DOMAIN = "chassis"
+
+
+@dataclass
+class Incoming:
+    peer: bytes | None
+    topic: bytes | None
+    env: Envelope | None
+    error: DecodeError | None = None
+
+
+class Node:
+    """One process's ZeroMQ context, identity (src), epoch and key pair."""
+
+    def __init__(
+        self, keys_dir: Path, name: str, *, key_name: str | None = None, keypair=None
+    ) -> None:
+        self.keys_dir = Path(keys_dir)
+        self.name = name
+        self.epoch = 0
+        self.public, self.secret = keypair or keyring.keypair(self.keys_dir, key_name or name)
+        self.ctx = zmq.asyncio.Context()
+        self._auth = None
+        self._ids = itertools.count(1)
+        self.dropped = 0
+
+    def start_auth(self, *, enforce: bool = True) -> None:
+        """Start the ZAP handler; must run inside the event loop, before any bind."""
+        from zmq.auth.asyncio import AsyncioAuthenticator
+
+        self._auth = AsyncioAuthenticator(self.ctx, log=logging.getLogger("zap"))
+        self._auth.start()
+        if enforce:
+            self._auth.configure_curve(
+                domain=ZAP_DOMAIN, location=keyring.allowed_dir(self.keys_dir)
+            )
+        else:  # only tests use this, to show that the ZAP handler is what stops a rogue
+            self._auth.configure_curve(domain=ZAP_DOMAIN, location=zmq.auth.CURVE_ALLOW_ANY)
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def _socket(self, kind: int) -> zmq.asyncio.Socket:
+        sock = self.ctx.socket(kind)
+        sock.linger = 0
+        sock.curve_publickey, sock.curve_secretkey = self.public, self.secret
+        return sock
+
+    def _server(self, kind: int, endpoint: str) -> zmq.asyncio.Socket:
+        if self._auth is None:
+            raise RuntimeError("start the ZAP authenticator before binding")
+        sock = self._socket(kind)
+        sock.curve_server = True
+        sock.zap_domain = ZAP_DOMAIN.encode()
+        if kind == zmq.ROUTER:
+            sock.router_handover = 1
+            sock.router_mandatory = 1
+        sock.bind(endpoint)
+        return sock
+
+    def _client(self, kind: int, endpoint: str, server_key: bytes, identity: str | None):
+        sock = self._socket(kind)
+        sock.curve_serverkey = server_key
+        sock.reconnect_ivl = 20
+        sock.reconnect_ivl_max = 200
+        if identity is not None:
+            sock.identity = identity.encode()
+        sock.connect(endpoint)
+        return sock
+
+    def router(self, endpoint: str) -> Channel:
+        return Channel(self, self._server(zmq.ROUTER, endpoint), "router")
+
+    def publisher(self, endpoint: str) -> Channel:
+        return Channel(self, self._server(zmq.PUB, endpoint), "pub")
+
+    def dealer(self, endpoint: str, server_key: bytes, identity: str | None = None) -> Channel:
+        return Channel(self, self._client(zmq.DEALER, endpoint, server_key, identity), "dealer")
+
+    def subscriber(self, endpoint: str, server_key: bytes, topics: list[bytes]) -> Channel:
+        sock = self._client(zmq.SUB, endpoint, server_key, None)
+        for topic in topics:
+            sock.subscribe(topic)
+        return Channel(self, sock, "sub")
+
+    def close(self) -> None:
+        if self._auth is not None:
+            self._auth.stop()
+        self.ctx.destroy(linger=0)
+
+
+class Channel:
+    def __init__(self, node: Node, sock, kind: str) -> None:
+        self.node, self.sock, self.kind = node, sock, kind
+        self._seq = itertools.count(1)
+
+    def envelope(self, msg, *, id: int | None = None, seq: int | None = None) -> Envelope:
+        return Envelope(
+            msg,
+            id=self.node.next_id() if id is None else id,
+            src=self.node.name,
+            ts=time.time(),
+            epoch=self.node.epoch,
+            seq=next(self._seq) if seq is None else seq,
+        )
+
+    def send(
+        self, msg, *, to: bytes | None = None, topic: bytes | None = None, seq=None
+    ) -> int | None:
+        """Send without blocking; returns the message id, or None when dropped."""
+        env = self.envelope(msg, seq=seq)
+        frames = [encode(env)]
+        if self.kind == "router":
+            frames.insert(0, to)
+        elif self.kind == "pub":
+            frames.insert(0, topic or b"")
+        # With NOBLOCK, zmq.asyncio answers at once with a finished future.
+        exc = self.sock.send_multipart(frames, flags=zmq.NOBLOCK).exception()
+        if exc is not None:
+            self.node.dropped += 1
+            log.debug("dropped %s to %r: %s", env.type, to, exc)
+            return None
+        return env.id
+
+    def reply(self, request: Incoming, ok: bool, result=None, error: str = "") -> None:
+        self.send(Reply(request.env.id, ok, result, error), to=request.peer)
+
+    def _parse(self, frames: list[bytes]) -> Incoming:
+        peer = topic = None
+        if self.kind == "router":
+            if len(frames) != 2:
+                return Incoming(frames[0], None, None, DecodeError(f"{len(frames)} frames"))
+            peer, data = frames
+        elif self.kind == "sub":
+            if len(frames) != 2:
+                return Incoming(None, None, None, DecodeError(f"{len(frames)} frames"))
+            topic, data = frames
+        else:
+            if len(frames) != 1:
+                return Incoming(None, None, None, DecodeError(f"{len(frames)} frames"))
+            data = frames[0]
+        try:
+            return Incoming(peer, topic, decode(data))
+        except DecodeError as exc:
+            return Incoming(peer, topic, None, exc)
+
+    async def recv(self) -> Incoming:
+        return self._parse(await self.sock.recv_multipart())
+
+    def drain(self) -> list[Incoming]:
+        """Everything already queued, without waiting."""
+        out = []
+        while True:
+            done = self.sock.recv_multipart(flags=zmq.NOBLOCK)
+            if done.exception() is not None:
+                return out
+            out.append(self._parse(done.result()))
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+class SyncClient:
+    """Blocking request/reply client for command-line tools and other people's tests."""
+
+    def __init__(self, keys_dir: Path, key_name: str, endpoint: str, server_key: bytes) -> None:
+        self.ctx = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.curve_publickey, self.sock.curve_secretkey = keyring.keypair(keys_dir, key_name)
+        self.sock.curve_serverkey = server_key
+        self.sock.connect(endpoint)
+        self._ids = itertools.count(1)
+
+    def call(self, method: str, args: dict | None = None, timeout: float = 5.0):
+        """Returns the Reply; raises TimeoutError when nothing answers in time."""
+        env = Envelope(
+            Request(method, args or {}), id=next(self._ids), src="client", ts=time.time()
+        )
+        self.sock.send(encode(env))
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(int(left * 1000) + 1):
+                raise TimeoutError(f"no answer to {method!r} within {timeout:g} s")
+            reply = decode(self.sock.recv()).msg
+            if isinstance(reply, Reply) and reply.ref == env.id:
+                return reply
+
+    def close(self) -> None:
+        self.ctx.destroy(linger=0)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,338 @@
+"""The management card process: asyncio + zmq loop; the only I/O of the supervisor.
+
+    python -m supervisor.runner --run-dir DIR --slot N
+
+It says hello to the backplane (which grants the epoch and the role), applies the
+boot configuration, then binds the control ROUTER (cards), the state PUB (per-card
+Clone streams) and the CLI ROUTER, behind a ZAP handler started first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+
+from chassis.clock import MonotonicClock, WallClock
+from chassis.ipc import keys as keyring
+from chassis.ipc.clone import Stream
+from chassis.ipc.envelope import Envelope
+from chassis.ipc.messages import (
+    Ack,
+    Beacon,
+    CardStates,
+    Error,
+    Heartbeat,
+    Hello,
+    Power,
+    ProcEvent,
+    Ready,
+    Register,
+    Request,
+    Update,
+)
+from chassis.ipc.rpc import Pending
+from chassis.ipc.rundir import RunDir
+from chassis.ipc.sockets import Channel, Incoming, Node
+from supervisor.cards import LABELS, MANAGEMENT, CardManager
+from supervisor.cli import CommandFailure, Engine
+
+log = logging.getLogger("supervisor")
+
+BEACON_EVERY = 5  # heartbeat intervals between sequence beacons
+VERSION = {
+    "image_version": "21.28.0-sim",
+    "build": "segw-sim 0.1.0",
+    "description": "StarOS SeGW chassis simulator",
+}
+
+
+def card_topic(slot: int) -> bytes:
+    # NUL-terminated so that topic "slot-1" never prefix-matches "slot-10".
+    return f"slot-{slot}\0".encode()
+
+
+BEACON_TOPIC = b"beacon\0"
+
+
+class System:
+    """What the CLI engine may ask of the running supervisor (see supervisor.cli)."""
+
+    def __init__(self, sup: Supervisor) -> None:
+        self.sup = sup
+        self.platform = sup.manifest["platform"]
+
+    def card_table(self) -> list[dict]:
+        return self.sup.card_table()
+
+    def card_reboot(self, slot: int, force: bool) -> str:
+        return self.sup.reboot(slot)
+
+    def version(self) -> dict:
+        return dict(VERSION)
+
+
+class Supervisor:
+    def __init__(self, run: RunDir, slot: int) -> None:
+        self.run, self.slot = run, slot
+        self.manifest = run.manifest()
+        self.topology = self.manifest["topology"]
+        timers = self.manifest["timers"]
+        self.interval, self.liveness = timers["interval"], timers["liveness"]
+        me = next(c for c in self.topology["cards"] if c["slot"] == slot)
+        self.role = me["role"]
+        self.node = Node(run.keys, f"{LABELS[me['type']].lower()}-{slot}", key_name="mgmt")
+        self.mono, self.wall = MonotonicClock(), WallClock()
+        self.cards = CardManager.from_topology(self.topology, self.interval, self.liveness)
+        self.streams = {
+            s: Stream() for s, c in self.cards.cards.items() if c.type not in MANAGEMENT
+        }
+        self.engine = Engine(System(self))
+        self.published_version = -1
+        self.sessions: dict[str, object] = {}
+        self.pending = Pending()
+        self.bp: Channel | None = None
+        self.ctl: Channel | None = None
+        self.pub: Channel | None = None
+        self.cli: Channel | None = None
+        self.stopping = asyncio.Event()
+
+    # --- start-up ------------------------------------------------------------
+
+    async def serve(self) -> None:
+        keys = self.run.keys
+        ep = self.manifest["endpoints"]
+        self.bp = self.node.dealer(
+            ep["backplane"], keyring.public_key(keys, "backplane"), f"mgmt-{self.slot}"
+        )
+        tasks = [asyncio.create_task(self._loop(self.bp, self.on_backplane))]
+        hello = await self.pending.call(
+            self.bp, Hello(self.slot, self.role, os.getpid()), timeout=10
+        )
+        self.node.epoch, self.role = hello["epoch"], hello["role"]
+        log.info("slot %d: %s, epoch %d", self.slot, self.role, self.node.epoch)
+        if self.role == "active":
+            for entry in hello["slots"]:
+                if entry["pid"] and entry["slot"] in self.streams:
+                    self.cards.on_started(entry["slot"], entry["pid"], self.mono.now())
+                elif entry["slot"] in self.cards.cards and entry["type"] in MANAGEMENT:
+                    self.cards.cards[entry["slot"]].pid = entry["pid"]
+                    self.cards.cards[entry["slot"]].state = entry["state"]
+            self.cards.cards[self.slot].state, self.cards.cards[self.slot].pid = (
+                "active",
+                os.getpid(),
+            )
+            for err in self.engine.apply_boot(self.topology.get("startup_config", "")):
+                log.warning(
+                    "boot configuration line %d: %s: %s", err.line_no, err.text, err.message
+                )
+            self.node.start_auth()
+            self.ctl = self.node.router(ep["control"])
+            self.pub = self.node.publisher(ep["state"])
+            self.cli = self.node.router(ep["cli"])
+            self.publish_config()
+            tasks += [
+                asyncio.create_task(self._loop(self.ctl, self.on_card)),
+                asyncio.create_task(self._loop(self.cli, self.on_cli)),
+                asyncio.create_task(self._tick()),
+            ]
+        await self.stopping.wait()
+        for t in tasks:
+            t.cancel()
+        self.node.close()
+
+    async def _loop(self, channel: Channel, handler) -> None:
+        while True:
+            inc = await channel.recv()
+            self._dispatch(channel, inc, handler)
+
+    def _dispatch(self, channel: Channel, inc: Incoming, handler) -> None:
+        if inc.error is not None:
+            log.warning("bad message from %r: %s", inc.peer, inc.error.reason)
+            channel.send(Error(inc.error.ref or 0, inc.error.reason), to=inc.peer)
+            return
+        if self.pending.resolve(inc):
+            return
+        try:
+            handler(inc, inc.env)
+        except Exception as exc:  # a bad request must not take the management card down
+            log.exception("while handling %s", inc.env.type)
+            channel.send(Error(inc.env.id, f"internal error: {type(exc).__name__}"), to=inc.peer)
+
+    # --- the packet cards --------------------------------------------------
+
+    def _card_slot(self, peer: bytes | None) -> int | None:
+        name = (peer or b"").decode(errors="replace")
+        if name.startswith("slot-") and name[5:].isdigit() and int(name[5:]) in self.streams:
+            return int(name[5:])
+        return None
+
+    def on_card(self, inc: Incoming, env: Envelope) -> None:
+        slot, msg, now = self._card_slot(inc.peer), env.msg, self.mono.now()
+        if slot is None:
+            self.ctl.send(Error(env.id, f"unknown card identity {inc.peer!r}"), to=inc.peer)
+        elif isinstance(msg, Heartbeat):
+            self.cards.on_heartbeat(slot, msg.sent)
+        elif isinstance(msg, Register):
+            why = (
+                self.cards.on_register(slot, msg.pid, msg.boot_id, now)
+                if msg.slot == slot
+                else "slot mismatch"
+            )
+            self.ctl.reply(inc, why is None, {"epoch": self.node.epoch}, why or "")
+            log.info("slot %d: register pid %d %s", slot, msg.pid, why or "accepted")
+        elif isinstance(msg, Request) and msg.method == "snapshot":
+            self.ctl.reply(inc, True, self.streams[slot].snapshot())
+        elif isinstance(msg, Ready):
+            self.cards.on_ready(slot, msg.seq, now)
+        elif isinstance(msg, Ack):
+            self.cards.on_ack(slot, msg.seq)
+        elif isinstance(msg, Request) and msg.method == "ping":
+            self.ctl.reply(inc, True, msg.args)
+        else:
+            self.ctl.send(Error(env.id, f"supervisor does not handle {env.type}"), to=inc.peer)
+
+    def publish(self, slot: int, key: str, value) -> None:
+        seq = self.streams[slot].set(key, value)
+        if seq is not None:
+            self.pub.send(Update(key, value), topic=card_topic(slot), seq=seq)
+
+    def publish_config(self) -> None:
+        if self.engine.version == self.published_version:
+            return
+        self.published_version = self.engine.version
+        projection = self.engine.projection()
+        for slot in self.streams:
+            self.publish(slot, "config", projection)
+
+    async def _tick(self) -> None:
+        step = self.interval / 4
+        beat = beacon = 0.0
+        while True:
+            await asyncio.sleep(step)
+            for inc in self.ctl.drain():  # deadlines only after every queued heartbeat
+                self._dispatch(self.ctl, inc, self.on_card)
+            now = self.mono.now()
+            for slot in self.cards.check(now):
+                log.warning("slot %d: failed: %s", slot, self.cards.cards[slot].failure)
+            if now - beat >= self.interval:
+                beat = now
+                for slot, card in self.cards.cards.items():
+                    if (
+                        slot in self.streams
+                        and card.state in ("booting", "active", "standby")
+                        and card.boot_id
+                    ):
+                        self.ctl.send(Heartbeat(now), to=f"slot-{slot}".encode())
+            if now - beacon >= self.interval * BEACON_EVERY:
+                beacon = now
+                self.pub.send(
+                    Beacon({str(s): st.seq for s, st in self.streams.items()}), topic=BEACON_TOPIC
+                )
+            self.publish_config()
+            if self.cards.take_changed():
+                self.bp.send(CardStates(self.cards.states()))
+
+    # --- the backplane -------------------------------------------------------
+
+    def on_backplane(self, inc: Incoming, env: Envelope) -> None:
+        msg, now = env.msg, self.mono.now()
+        if not isinstance(msg, ProcEvent) or msg.slot not in self.cards.cards:
+            return
+        card = self.cards.cards[msg.slot]
+        if card.type in MANAGEMENT:
+            card.pid = msg.pid if msg.event != "exited" else None
+            card.state = {"started": "booting", "hello": card.role, "exited": "failed"}.get(
+                msg.event, card.state
+            )
+        elif msg.event == "started":
+            self.cards.on_started(msg.slot, msg.pid, now)
+        elif msg.event == "exited":
+            self.cards.on_exited(msg.slot, msg.pid, now, msg.code)
+            log.warning("slot %d: process %d exited (%s)", msg.slot, msg.pid, msg.code)
+
+    # --- what the CLI asks -----------------------------------------------------
+
+    def card_table(self) -> list[dict]:
+        return self.cards.table(self.mono.now())
+
+    def reboot(self, slot: int) -> str:
+        card = self.cards.cards.get(slot)
+        if card is None:
+            raise CommandFailure(f"Failure: slot {slot} is empty")
+        if card.type in MANAGEMENT:
+            raise CommandFailure(f"Failure: card {slot} is a management card; use card switch")
+        self.cards.on_reboot(slot, self.mono.now())
+        self.bp.send(Power(slot, "restart"))
+        return f"Info: card {slot} is rebooting"
+
+    def on_cli(self, inc: Incoming, env: Envelope) -> None:
+        msg = env.msg
+        if not isinstance(msg, Request) or not msg.method.startswith("cli."):
+            self.cli.send(Error(env.id, f"CLI socket does not handle {env.type}"), to=inc.peer)
+            return
+        args = msg.args
+        if msg.method == "cli.open":
+            sid = secrets.token_hex(8)
+            self.sessions[sid] = session = self.engine.new_session(now=self.wall.datetime)
+            self.cli.reply(inc, True, {"session": sid, "prompt": session.prompt})
+            return
+        session = self.sessions.get(args.get("session"))
+        if session is None:
+            self.cli.reply(inc, False, error="no such CLI session")
+        elif msg.method == "cli.exec":
+            res = session.execute(str(args.get("line", "")))
+            if res.close:
+                self.sessions.pop(args["session"], None)
+            self.cli.reply(
+                inc,
+                True,
+                {
+                    "output": res.output,
+                    "data": res.data,
+                    "error": res.error,
+                    "close": res.close,
+                    "prompt": session.prompt,
+                },
+            )
+            self.publish_config()
+        elif msg.method == "cli.complete":
+            self.cli.reply(inc, True, session.complete(str(args.get("text", ""))))
+        elif msg.method == "cli.help":
+            self.cli.reply(inc, True, [list(h) for h in session.help(str(args.get("text", "")))])
+        elif msg.method == "cli.close":
+            self.sessions.pop(args["session"], None)
+            self.cli.reply(inc, True)
+        else:
+            self.cli.reply(inc, False, error=f"unknown CLI method {msg.method}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="supervisor.runner")
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--slot", type=int, required=True)
+    args = parser.parse_args(argv)
+    run = RunDir(args.run_dir)
+    logging.basicConfig(
+        stream=sys.stdout,
+        level=logging.DEBUG if os.environ.get("CHASSIS_DEBUG") else logging.INFO,
+        format=f"%(asctime)s slot{args.slot} %(name)s %(levelname)s %(message)s",
+    )
+    sup = Supervisor(run, args.slot)
+
+    async def runner():
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, sup.stopping.set)
+        await sup.serve()
+
+    asyncio.run(runner())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
