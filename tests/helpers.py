@@ -1,0 +1,54 @@
+"""Shared test helpers: bounded waits and small topology builders."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TOPOLOGIES = ROOT / "topologies"
+
+
+def wait_until(predicate, timeout: float = 5.0, interval: float = 0.02, what: str = "condition"):
+    """Poll until predicate() is truthy; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g} s waiting for {what} (last: {last!r})")
+
+
+def slot_states(chassis) -> dict[int, str]:
+    return {s["slot"]: s["state"] for s in chassis.status()["slots"]}
+
+
+def slot_pid(chassis, slot: int) -> tuple[int, int]:
+    rec = json.loads(chassis.run.pids_path.read_text())[str(slot)]
+    return rec["pid"], rec["start"]
+
+
+def write_topology(tmp_path: Path, body: str, name: str = "t.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(body)
+    return path
+
+
+SMALL = """\
+name: {name}
+platform: asr5500
+transport: {transport}
+cards:
+  5: {{type: mio, role: active}}
+  1: {{type: dpc, role: active}}
+  2: {{type: dpc, role: standby}}
+startup-config: |
+{config}
+"""
+
+
+def small_topology(tmp_path: Path, *, name="small", transport="ipc", config="  config\n  end") -> Path:
+    return write_topology(tmp_path, SMALL.format(name=name, transport=transport, config=config))

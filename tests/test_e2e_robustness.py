@@ -1,0 +1,112 @@
+"""Malformed and unknown IPC messages crash neither a card nor the supervisor.
+
+The supervisor is attacked through its own sockets with a listed key (a rogue key
+would not even get through the handshake, see test_ipc_curve.py). The card is
+attacked by the test playing its supervisor: it binds the card's control and state
+endpoints with the chassis's management key and answers the card's registration
+with garbage before answering it properly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import msgpack
+import pytest
+import zmq
+from helpers import TOPOLOGIES, slot_states, wait_until
+
+from chassis import backplane, procs, topology
+from chassis.ipc import keys as keyring
+from chassis.ipc.envelope import Envelope, encode
+from chassis.ipc.messages import Heartbeat, Ready, Register, Reply, Update
+from chassis.ipc.rundir import RunDir
+from chassis.ipc.sockets import Node
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+GARBAGE = [
+    b"",
+    b"\xc1\xc1\xc1",
+    msgpack.packb({"v": 1, "type": "no-such-type", "id": 9, "src": "x", "ts": 0, "epoch": 0, "seq": 0, "body": {}}),
+    msgpack.packb({"v": 99, "type": "heartbeat", "id": 10, "src": "x", "ts": 0, "epoch": 0, "seq": 0, "body": {}}),
+    msgpack.packb({"v": 1, "type": "register", "id": 11, "src": "x", "ts": 0, "epoch": 0, "seq": 0, "body": {"slot": "x"}}),
+    encode(Envelope(Update("config", {"x": 1}), id=12)),  # a valid message on the wrong socket
+]
+
+
+def test_supervisor_survives_garbage_on_every_socket(chassis_factory):
+    ch = chassis_factory(TOPOLOGIES / "default.yaml")
+    run, ep = ch.run, ch.manifest["endpoints"]
+    ctx = zmq.Context()
+    errors = 0
+    try:
+        for name, server, identity in (("control", "mgmt", b"intruder"), ("cli", "mgmt", b"x"), ("backplane", "backplane", b"y")):
+            sock = ctx.socket(zmq.DEALER)
+            sock.linger = 0
+            sock.curve_publickey, sock.curve_secretkey = keyring.keypair(run.keys, "cli")
+            sock.curve_serverkey = keyring.public_key(run.keys, server)
+            sock.identity = identity
+            sock.connect(ep[name])
+            for data in GARBAGE:
+                sock.send(data)
+            sock.send_multipart([b"two", b"frames"])
+            while sock.poll(1000):
+                sock.recv()
+                errors += 1
+            sock.close()
+    finally:
+        ctx.destroy(linger=0)
+    assert errors >= len(GARBAGE)  # every bad message got an error reply
+    assert set(slot_states(ch).values()) <= {"active", "standby"}
+    assert "Active" in ch.exec("show card table")[0].output
+
+
+def test_card_survives_garbage_from_its_supervisor(tmp_path):
+    topo = topology.load(TOPOLOGIES / "default.yaml")
+    run = RunDir(tmp_path / "run")
+    manifest = backplane.prepare(topo, run)
+    card = subprocess.Popen(
+        [sys.executable, "-m", "cards.runner", "--run-dir", str(run.root), "--slot", "1"],
+        stdout=open(run.logs / "dpc-1.log", "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    started = procs.start_time(card.pid)
+    try:
+        ready = asyncio.run(asyncio.wait_for(fake_supervisor(run, manifest), 20))
+        assert ready is not None
+        assert card.poll() is None and procs.alive(card.pid, started)
+        log = (run.logs / "dpc-1.log").read_text()
+        assert "bad message" in log and "Traceback" not in log
+    finally:
+        card.kill()
+        card.wait(5)
+
+
+async def fake_supervisor(run: RunDir, manifest: dict):
+    node = Node(run.keys, "mio-5", key_name="mgmt")
+    node.epoch = 1
+    node.start_auth()
+    ctl = node.router(manifest["endpoints"]["control"])
+    pub = node.publisher(manifest["endpoints"]["state"])
+    try:
+        while True:
+            inc = await ctl.recv()
+            if inc.env and isinstance(inc.env.msg, Register):
+                break
+        for data in GARBAGE:
+            await ctl.sock.send_multipart([inc.peer, data])
+            await pub.sock.send_multipart([b"slot-1\0", data])
+        await pub.sock.send_multipart([b"slot-1\0"])  # a single frame on the state stream
+        ctl.send(Reply(inc.env.id, True, {"epoch": 1}), to=inc.peer)
+        while True:
+            req = await ctl.recv()
+            if req.env and getattr(req.env.msg, "method", "") == "snapshot":
+                ctl.send(Reply(req.env.id, True, {"seq": 0, "entries": {}}), to=req.peer)
+            elif req.env and isinstance(req.env.msg, Ready):
+                ctl.send(Heartbeat(0.0), to=req.peer)
+                return req.env.msg
+    finally:
+        node.close()
