@@ -63,19 +63,13 @@ class Card:
             ep["state"], server, [f"slot-{self.slot}\0".encode(), b"beacon\0"]
         )
         self.ctl = self.node.dealer(ep["control"], server, f"slot-{self.slot}")
-        tasks = [
-            asyncio.create_task(self._loop(self.ctl, self.on_control)),
-            asyncio.create_task(self._loop(self.sub, self.on_state)),
-            asyncio.create_task(self._tick()),
-        ]
+        for channel, handler in ((self.ctl, self.on_control), (self.sub, self.on_state)):
+            channel.listen(lambda inc, c=channel, h=handler: self._dispatch(c, inc, h))
+        tasks = [asyncio.create_task(self._tick())]
         await self.stopping.wait()
         for t in tasks:
             t.cancel()
         self.node.close()
-
-    async def _loop(self, channel: Channel, handler) -> None:
-        while True:
-            self._dispatch(channel, await channel.recv(), handler)
 
     def _dispatch(self, channel: Channel, inc: Incoming, handler) -> None:
         if inc.error is not None:
@@ -163,8 +157,7 @@ class Card:
     async def _tick(self) -> None:
         while True:
             self.ctl.send(Heartbeat(self.mono.now()))
-            for inc in self.ctl.drain():
-                self._dispatch(self.ctl, inc, self.on_control)
+            self.ctl.pump()
             quiet = self.mono.now() - self.last_supervisor
             if self.registered and quiet > self.interval * self.liveness:
                 log.warning("supervisor silent for %.0f ms: registering again", quiet * 1000)

@@ -261,18 +261,15 @@ class Backplane:
         self.bus = self.node.router(self.manifest["endpoints"]["backplane"])
         for slot in self.slots.values():
             self.start(slot)
-        receiver = asyncio.create_task(self._receive())
+        self.bus.listen(self._receive)
         await self.stopping.wait()
-        receiver.cancel()
         self.shutdown()
 
-    async def _receive(self) -> None:
-        while True:
-            inc = await self.bus.recv()
-            try:
-                self.handle(inc)
-            except Exception:  # one bad message must not take the backplane down
-                log.exception("while handling %s", inc.env.type if inc.env else "?")
+    def _receive(self, inc: Incoming) -> None:
+        try:
+            self.handle(inc)
+        except Exception:  # one bad message must not take the backplane down
+            log.exception("while handling %s", inc.env.type if inc.env else "?")
 
     def shutdown(self) -> None:
         records = [(s.proc.pid, s.started_ticks) for s in self.slots.values() if s.pid]

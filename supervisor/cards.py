@@ -138,6 +138,7 @@ class CardManager:
                 "spof": False,
                 "acked_seq": c.acked_seq,
                 "failure": c.failure,
+                "state_since": c.state_since,  # CLOCK_MONOTONIC, comparable across processes
             }
             for c in sorted(self.cards.values(), key=lambda c: c.slot)
         ]

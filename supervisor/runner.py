@@ -109,7 +109,8 @@ class Supervisor:
         self.bp = self.node.dealer(
             ep["backplane"], keyring.public_key(keys, "backplane"), f"mgmt-{self.slot}"
         )
-        tasks = [asyncio.create_task(self._loop(self.bp, self.on_backplane))]
+        self._listen(self.bp, self.on_backplane)
+        tasks = []
         hello = await self.pending.call(
             self.bp, Hello(self.slot, self.role, os.getpid()), timeout=10
         )
@@ -135,20 +136,16 @@ class Supervisor:
             self.pub = self.node.publisher(ep["state"])
             self.cli = self.node.router(ep["cli"])
             self.publish_config()
-            tasks += [
-                asyncio.create_task(self._loop(self.ctl, self.on_card)),
-                asyncio.create_task(self._loop(self.cli, self.on_cli)),
-                asyncio.create_task(self._tick()),
-            ]
+            self._listen(self.ctl, self.on_card)
+            self._listen(self.cli, self.on_cli)
+            tasks.append(asyncio.create_task(self._tick()))
         await self.stopping.wait()
         for t in tasks:
             t.cancel()
         self.node.close()
 
-    async def _loop(self, channel: Channel, handler) -> None:
-        while True:
-            inc = await channel.recv()
-            self._dispatch(channel, inc, handler)
+    def _listen(self, channel: Channel, handler) -> None:
+        channel.listen(lambda inc: self._dispatch(channel, inc, handler))
 
     def _dispatch(self, channel: Channel, inc: Incoming, handler) -> None:
         if inc.error is not None:
@@ -214,8 +211,7 @@ class Supervisor:
         beat = beacon = 0.0
         while True:
             await asyncio.sleep(step)
-            for inc in self.ctl.drain():  # deadlines only after every queued heartbeat
-                self._dispatch(self.ctl, inc, self.on_card)
+            self.ctl.pump()  # deadlines only after every queued heartbeat
             now = self.mono.now()
             for slot in self.cards.check(now):
                 log.warning("slot %d: failed: %s", slot, self.cards.cards[slot].failure)
@@ -272,6 +268,9 @@ class Supervisor:
 
     def on_cli(self, inc: Incoming, env: Envelope) -> None:
         msg = env.msg
+        if isinstance(msg, Request) and msg.method == "ping":  # round-trip probe (benchmarks)
+            self.cli.reply(inc, True, msg.args)
+            return
         if not isinstance(msg, Request) or not msg.method.startswith("cli."):
             self.cli.send(Error(env.id, f"CLI socket does not handle {env.type}"), to=inc.peer)
             return

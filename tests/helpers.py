@@ -50,5 +50,7 @@ startup-config: |
 """
 
 
-def small_topology(tmp_path: Path, *, name="small", transport="ipc", config="  config\n  end") -> Path:
+def small_topology(
+    tmp_path: Path, *, name="small", transport="ipc", config="  config\n  end"
+) -> Path:
     return write_topology(tmp_path, SMALL.format(name=name, transport=transport, config=config))

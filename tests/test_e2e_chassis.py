@@ -59,7 +59,11 @@ def test_kill_crash_hang_and_reboot(chassis_factory, tmp_path):
 
     out = ch.exec("card reboot 1 -noconfirm", "card reboot 2 -noconfirm")
     assert [r.error for r in out] == [False, False]
-    wait_until(lambda: slot_states(ch)[1] == slot_states(ch)[2] == "active", 10.0, what="rebooted cards active")
+    wait_until(
+        lambda: slot_states(ch)[1] == slot_states(ch)[2] == "active",
+        10.0,
+        what="rebooted cards active",
+    )
     assert slot_pid(ch, 1)[0] != pid1 and slot_pid(ch, 2)[0] != pid2
     assert not procs.alive(pid1, start1)
 
@@ -82,7 +86,9 @@ def test_no_orphan_when_the_backplane_is_killed_first(chassis_factory):
     os.kill(records["backplane"]["pid"], signal.SIGKILL)
     # PR_SET_PDEATHSIG: every card and supervisor dies with the backplane.
     for rec in records.values():
-        wait_until(lambda rec=rec: not procs.alive(rec["pid"], rec["start"]), 5.0, what="card death")
+        wait_until(
+            lambda rec=rec: not procs.alive(rec["pid"], rec["start"]), 5.0, what="card death"
+        )
     client.down(ch.run.root)
     assert not ch.run.ipc.exists()
 
@@ -94,7 +100,9 @@ def test_supervisor_crash_is_restarted_with_a_higher_epoch(chassis_factory):
     card_pid = slot_pid(ch, 1)
     os.kill(pid, signal.SIGKILL)
     wait_until(lambda: ch.status()["epoch"] > epoch, 5.0, what="new epoch")
-    wait_until(lambda: set(slot_states(ch).values()) <= {"active", "standby"}, 10.0, what="all slots back")
+    wait_until(
+        lambda: set(slot_states(ch).values()) <= {"active", "standby"}, 10.0, what="all slots back"
+    )
     assert slot_pid(ch, 1) == card_pid  # the cards kept running and re-attached
     assert not ch.exec("show card table")[0].error
 

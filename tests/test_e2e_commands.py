@@ -47,7 +47,11 @@ def test_up_exec_status_down(tmp_path):
         assert "ready in" in up.stdout
 
         status = json.loads(chassis("status", "--run-dir", run, "--json").stdout)
-        assert {s["slot"]: s["state"] for s in status["slots"]} == {1: "active", 2: "standby", 5: "active"}
+        assert {s["slot"]: s["state"] for s in status["slots"]} == {
+            1: "active",
+            2: "standby",
+            5: "active",
+        }
 
         # The bad boot line is reported, the rest applied, the broken block kept out of service.
         cfg = chassis("exec", "--run-dir", run, "show configuration")
@@ -83,11 +87,18 @@ def test_up_exec_status_down(tmp_path):
 
 def test_validate_names_file_line_and_field(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: x\nplatform: asr5500\ncards:\n  5: {type: mio, role: active}\n  7: {type: mio, role: active}\n")
+    bad.write_text(
+        "name: x\nplatform: asr5500\ncards:\n  5: {type: mio, role: active}\n  7: {type: mio, role: active}\n"
+    )
     res = chassis("validate", bad)
     assert res.returncode == 2
     assert f"{bad}:5:" in res.stderr and "cards.7" in res.stderr
-    ok = chassis("validate", TOPOLOGIES / "asr5500.yaml", TOPOLOGIES / "asr9000.yaml", TOPOLOGIES / "default.yaml")
+    ok = chassis(
+        "validate",
+        TOPOLOGIES / "asr5500.yaml",
+        TOPOLOGIES / "asr9000.yaml",
+        TOPOLOGIES / "default.yaml",
+    )
     assert ok.returncode == 0, ok.stderr
     # `up` refuses the same file before starting anything.
     up = chassis("up", bad, "--run-dir", tmp_path / "never", "--detach")

@@ -30,9 +30,42 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 GARBAGE = [
     b"",
     b"\xc1\xc1\xc1",
-    msgpack.packb({"v": 1, "type": "no-such-type", "id": 9, "src": "x", "ts": 0, "epoch": 0, "seq": 0, "body": {}}),
-    msgpack.packb({"v": 99, "type": "heartbeat", "id": 10, "src": "x", "ts": 0, "epoch": 0, "seq": 0, "body": {}}),
-    msgpack.packb({"v": 1, "type": "register", "id": 11, "src": "x", "ts": 0, "epoch": 0, "seq": 0, "body": {"slot": "x"}}),
+    msgpack.packb(
+        {
+            "v": 1,
+            "type": "no-such-type",
+            "id": 9,
+            "src": "x",
+            "ts": 0,
+            "epoch": 0,
+            "seq": 0,
+            "body": {},
+        }
+    ),
+    msgpack.packb(
+        {
+            "v": 99,
+            "type": "heartbeat",
+            "id": 10,
+            "src": "x",
+            "ts": 0,
+            "epoch": 0,
+            "seq": 0,
+            "body": {},
+        }
+    ),
+    msgpack.packb(
+        {
+            "v": 1,
+            "type": "register",
+            "id": 11,
+            "src": "x",
+            "ts": 0,
+            "epoch": 0,
+            "seq": 0,
+            "body": {"slot": "x"},
+        }
+    ),
     encode(Envelope(Update("config", {"x": 1}), id=12)),  # a valid message on the wrong socket
 ]
 
@@ -43,7 +76,11 @@ def test_supervisor_survives_garbage_on_every_socket(chassis_factory):
     ctx = zmq.Context()
     errors = 0
     try:
-        for name, server, identity in (("control", "mgmt", b"intruder"), ("cli", "mgmt", b"x"), ("backplane", "backplane", b"y")):
+        for name, server, identity in (
+            ("control", "mgmt", b"intruder"),
+            ("cli", "mgmt", b"x"),
+            ("backplane", "backplane", b"y"),
+        ):
             sock = ctx.socket(zmq.DEALER)
             sock.linger = 0
             sock.curve_publickey, sock.curve_secretkey = keyring.keypair(run.keys, "cli")
@@ -97,9 +134,9 @@ async def fake_supervisor(run: RunDir, manifest: dict):
             if inc.env and isinstance(inc.env.msg, Register):
                 break
         for data in GARBAGE:
-            await ctl.sock.send_multipart([inc.peer, data])
-            await pub.sock.send_multipart([b"slot-1\0", data])
-        await pub.sock.send_multipart([b"slot-1\0"])  # a single frame on the state stream
+            ctl.sock.send_multipart([inc.peer, data])
+            pub.sock.send_multipart([b"slot-1\0", data])
+        pub.sock.send_multipart([b"slot-1\0"])  # a single frame on the state stream
         ctl.send(Reply(inc.env.id, True, {"epoch": 1}), to=inc.peer)
         while True:
             req = await ctl.recv()

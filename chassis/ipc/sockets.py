@@ -8,6 +8,7 @@ that is counted, never a stalled loop.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import time
@@ -48,6 +49,7 @@ class Node:
         self._auth = None
         self._ids = itertools.count(1)
         self.dropped = 0
+        self.channels: list[Channel] = []
 
     def start_auth(self, *, enforce: bool = True) -> None:
         """Start the ZAP handler; must run inside the event loop, before any bind."""
@@ -65,13 +67,13 @@ class Node:
     def next_id(self) -> int:
         return next(self._ids)
 
-    def _socket(self, kind: int) -> zmq.asyncio.Socket:
-        sock = self.ctx.socket(kind)
+    def _socket(self, kind: int) -> zmq.Socket:
+        sock = zmq.Socket(self.ctx, kind)  # a plain socket: Channel drives it from the loop
         sock.linger = 0
         sock.curve_publickey, sock.curve_secretkey = self.public, self.secret
         return sock
 
-    def _server(self, kind: int, endpoint: str) -> zmq.asyncio.Socket:
+    def _server(self, kind: int, endpoint: str) -> zmq.Socket:
         if self._auth is None:
             raise RuntimeError("start the ZAP authenticator before binding")
         sock = self._socket(kind)
@@ -109,15 +111,27 @@ class Node:
         return Channel(self, sock, "sub")
 
     def close(self) -> None:
+        for channel in self.channels:
+            channel.close()
         if self._auth is not None:
             self._auth.stop()
         self.ctx.destroy(linger=0)
 
 
 class Channel:
+    """One socket. Messages are handed to a handler straight from the loop's reader callback.
+
+    No future per message: zmq.asyncio's machinery costs more than the rest of a round
+    trip. ZMQ_FD is edge-triggered, so every wake-up drains the queue, and so does every
+    send (a send can swallow the readable edge of a message that is already queued).
+    """
+
     def __init__(self, node: Node, sock, kind: str) -> None:
         self.node, self.sock, self.kind = node, sock, kind
+        node.channels.append(self)
         self._seq = itertools.count(1)
+        self._handler = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def envelope(self, msg, *, id: int | None = None, seq: int | None = None) -> Envelope:
         return Envelope(
@@ -139,12 +153,17 @@ class Channel:
             frames.insert(0, to)
         elif self.kind == "pub":
             frames.insert(0, topic or b"")
-        # With NOBLOCK, zmq.asyncio answers at once with a finished future.
-        exc = self.sock.send_multipart(frames, flags=zmq.NOBLOCK).exception()
-        if exc is not None:
+        try:
+            self.sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        except (
+            zmq.ZMQError
+        ) as exc:  # Again at the high-water mark, EHOSTUNREACH for an unknown peer
             self.node.dropped += 1
             log.debug("dropped %s to %r: %s", env.type, to, exc)
             return None
+        finally:
+            if self._handler is not None and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                self._loop.call_soon(self.pump)
         return env.id
 
     def reply(self, request: Incoming, ok: bool, result=None, error: str = "") -> None:
@@ -169,19 +188,50 @@ class Channel:
         except DecodeError as exc:
             return Incoming(peer, topic, None, exc)
 
+    def _next(self) -> Incoming | None:
+        try:
+            return self._parse(self.sock.recv_multipart(flags=zmq.NOBLOCK))
+        except zmq.Again:
+            return None
+
+    def listen(self, handler) -> None:
+        """Call handler(incoming) for every message, from now on, inside the running loop."""
+        self._handler, self._loop = handler, asyncio.get_running_loop()
+        self._loop.add_reader(self.sock.getsockopt(zmq.FD), self.pump)
+        self._loop.call_soon(self.pump)  # messages queued before the reader existed
+
+    def pump(self) -> None:
+        """Hand every queued message to the handler (also call it before checking deadlines)."""
+        while (inc := self._next()) is not None:
+            self._handler(inc)
+
     async def recv(self) -> Incoming:
-        return self._parse(await self.sock.recv_multipart())
+        """The next message (for code that does not listen)."""
+        loop = asyncio.get_running_loop()
+        fd = self.sock.getsockopt(zmq.FD)
+        while (inc := self._next()) is None:
+            ready = loop.create_future()
+            loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+            try:
+                if not self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    await ready
+            finally:
+                loop.remove_reader(fd)
+        return inc
 
     def drain(self) -> list[Incoming]:
-        """Everything already queued, without waiting."""
+        """Everything already queued, without waiting (for code that does not listen)."""
         out = []
-        while True:
-            done = self.sock.recv_multipart(flags=zmq.NOBLOCK)
-            if done.exception() is not None:
-                return out
-            out.append(self._parse(done.result()))
+        while (inc := self._next()) is not None:
+            out.append(inc)
+        return out
 
     def close(self) -> None:
+        if self.sock.closed:
+            return
+        if self._handler is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self.sock.getsockopt(zmq.FD))
+            self._handler = None
         self.sock.close(linger=0)
 
 
