@@ -16,7 +16,7 @@ import sys
 import msgpack
 import pytest
 import zmq
-from helpers import TOPOLOGIES, slot_states, wait_until
+from helpers import TOPOLOGIES, slot_states
 
 from chassis import backplane, procs, topology
 from chassis.ipc import keys as keyring

@@ -211,7 +211,7 @@ class Channel:
         fd = self.sock.getsockopt(zmq.FD)
         while (inc := self._next()) is None:
             ready = loop.create_future()
-            loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
+            loop.add_reader(fd, lambda f=ready: f.done() or f.set_result(None))
             try:
                 if not self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                     await ready
