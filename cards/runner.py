@@ -28,8 +28,6 @@ from chassis.ipc.sockets import Channel, Incoming, Node
 
 log = logging.getLogger("card")
 
-LABELS = {"dpc": "dpc", "vsm": "vsm"}
-
 
 class Card:
     def __init__(self, run: RunDir, slot: int) -> None:
@@ -46,6 +44,7 @@ class Card:
         self.pending = Pending()
         self.epoch = 0  # the highest management epoch seen; lower ones are ignored
         self.registered = False
+        self.last_refusal = ""
         self.last_supervisor = self.mono.now()
         self.ctl: Channel | None = None
         self.sub: Channel | None = None
@@ -111,12 +110,14 @@ class Card:
             self.epoch = max(self.epoch, reply["epoch"])
             self.node.epoch = self.epoch
             await self._resync()
-            self.registered = True
+            self.registered, self.last_refusal = True, ""
             self.last_supervisor = self.mono.now()
             self.ctl.send(Ready(self.replica.seq))
             log.info("ready: config seq %d, epoch %d", self.replica.seq, self.epoch)
         except (TimeoutError, RpcError) as exc:
-            log.info("registration: %s", exc)
+            if str(exc) != self.last_refusal:  # retried every interval: say it once
+                log.warning("registration: %s", exc)
+                self.last_refusal = str(exc)
 
     async def _resync(self) -> None:
         self.replica.reset()

@@ -10,22 +10,8 @@ from pathlib import Path
 
 import click
 
-from chassis import DISTRIBUTION
 from chassis import client as api
 from chassis import topology as topo_mod
-
-
-def check_packages() -> None:
-    """Refuse to run when PyPI's unrelated `supervisor` or `cards` shadows ours."""
-    import cards
-    import supervisor
-
-    for mod in (supervisor, cards):
-        if getattr(mod, "DISTRIBUTION", None) != DISTRIBUTION:
-            raise click.ClickException(
-                f"the imported package '{mod.__name__}' ({getattr(mod, '__file__', '?')}) is not part of "
-                f"{DISTRIBUTION}; uninstall the unrelated PyPI project of that name"
-            )
 
 
 def resolve_run_dir(run_dir: str | None) -> Path:
@@ -74,7 +60,10 @@ RUN_DIR = click.option(
 @click.group()
 def main() -> None:
     """Simulated Cisco StarOS security-gateway chassis."""
-    check_packages()
+    try:
+        api.check_packages()
+    except api.ChassisError as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 @main.command()

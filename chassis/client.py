@@ -17,8 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from chassis import DISTRIBUTION, procs, topology
 from chassis import backplane as bp
-from chassis import procs, topology
 from chassis.ipc import keys as keyring
 from chassis.ipc.rundir import RunDir
 from chassis.ipc.sockets import SyncClient
@@ -37,6 +37,19 @@ class CommandResult:
     data: object
     error: bool
     prompt: str  # the prompt the command was typed at
+
+
+def check_packages() -> None:
+    """Refuse to run when PyPI's unrelated `supervisor` or `cards` shadows ours."""
+    import cards
+    import supervisor
+
+    for mod in (supervisor, cards):
+        if getattr(mod, "DISTRIBUTION", None) != DISTRIBUTION:
+            raise ChassisError(
+                f"the imported package '{mod.__name__}' ({getattr(mod, '__file__', '?')}) is not part of "
+                f"{DISTRIBUTION}; uninstall the unrelated PyPI project of that name"
+            )
 
 
 def default_run_dir(name: str) -> Path:
@@ -158,6 +171,7 @@ def up(
     wait: str | None = "cards",
     timeout: float = 30.0,
 ) -> Chassis:
+    check_packages()
     topo = topology.load(topology_file or topology.default_path())
     run = RunDir(run_dir or default_run_dir(topo.name))
     if run.exists() and Chassis(run.root).running():

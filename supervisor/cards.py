@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-LABELS = {"mio": "MIO", "dpc": "DPC", "rsp": "RSP", "vsm": "VSM"}
 MANAGEMENT = ("mio", "rsp")
 
 
@@ -130,7 +129,6 @@ class CardManager:
             {
                 "slot": c.slot,
                 "type": c.type,
-                "label": LABELS[c.type],
                 "role": c.role,
                 "state": c.state,
                 "pid": c.pid,

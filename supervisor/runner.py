@@ -38,7 +38,7 @@ from chassis.ipc.messages import (
 from chassis.ipc.rpc import Pending
 from chassis.ipc.rundir import RunDir
 from chassis.ipc.sockets import Channel, Incoming, Node
-from supervisor.cards import LABELS, MANAGEMENT, CardManager
+from supervisor.cards import MANAGEMENT, CardManager
 from supervisor.cli import CommandFailure, Engine
 
 log = logging.getLogger("supervisor")
@@ -85,7 +85,7 @@ class Supervisor:
         self.interval, self.liveness = timers["interval"], timers["liveness"]
         me = next(c for c in self.topology["cards"] if c["slot"] == slot)
         self.role = me["role"]
-        self.node = Node(run.keys, f"{LABELS[me['type']].lower()}-{slot}", key_name="mgmt")
+        self.node = Node(run.keys, f"{me['type']}-{slot}", key_name="mgmt")
         self.mono, self.wall = MonotonicClock(), WallClock()
         self.cards = CardManager.from_topology(self.topology, self.interval, self.liveness)
         self.streams = {

@@ -113,3 +113,51 @@ def test_a_shadowing_supervisor_package_is_refused(tmp_path):
     res = chassis("status", env=env, cwd=tmp_path)
     assert res.returncode != 0
     assert "is not part of staros-segw-sim" in res.stderr
+
+
+def test_interactive_shell_tab_and_help(chassis_factory):
+    """The shell in a real pseudo-terminal: Tab completes, ? lists, a typo gets a caret."""
+    import pexpect
+
+    ch = chassis_factory(TOPOLOGIES / "default.yaml")
+    shell = pexpect.spawn(
+        sys.executable,
+        ["-m", "chassis.cli", "cli", "--run-dir", str(ch.run.root)],
+        encoding="utf-8",
+        timeout=10,
+        dimensions=(40, 200),
+    )
+    try:
+        shell.expect_exact("[local]default#")
+        shell.send("show car\t")
+        shell.expect_exact("show card")
+        shell.send(" ?")
+        shell.expect("table")
+        shell.send("\x15")  # Ctrl-U clears the line
+        shell.sendline("show crad table")
+        shell.expect_exact("Invalid input detected at '^' marker.")
+        shell.sendline("configure")
+        shell.expect_exact("[local]default(config)#")
+        shell.sendline("end")
+        shell.sendline("exit")
+        shell.expect(pexpect.EOF)
+    finally:
+        shell.close(force=True)
+
+
+def test_completion_and_help_come_from_the_supervisor(chassis_factory):
+    from prompt_toolkit.document import Document
+
+    from chassis.shell import RemoteCompleter
+
+    ch = chassis_factory(TOPOLOGIES / "default.yaml")
+    with ch.session() as session:
+        assert "card" in session.complete("show ca")
+        words = [w for w, _ in session.help("show ")]
+        assert {"card", "configuration", "version"} <= set(words)
+        assert [
+            c.text for c in RemoteCompleter(session).get_completions(Document("sh car"), None)
+        ] == ["card"]
+        session.execute("configure")
+        assert session.prompt == "[local]default(config)#"
+        assert "context" in session.complete("cont")

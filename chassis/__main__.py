@@ -1,0 +1,3 @@
+from chassis.cli import main
+
+main(prog_name="chassis")
