@@ -18,7 +18,7 @@ import pytest
 import zmq
 from helpers import TOPOLOGIES, slot_states
 
-from chassis import backplane, procs, topology
+from chassis import backplane, client, procs, topology
 from chassis.ipc import keys as keyring
 from chassis.ipc.envelope import Envelope, encode
 from chassis.ipc.messages import Heartbeat, Ready, Register, Reply, Update
@@ -120,6 +120,7 @@ def test_card_survives_garbage_from_its_supervisor(tmp_path):
     finally:
         card.kill()
         card.wait(5)
+        client.down(run.root)  # removes the socket directory
 
 
 async def fake_supervisor(run: RunDir, manifest: dict):
