@@ -94,6 +94,7 @@ class Supervisor:
         self.engine = Engine(System(self))
         self.published_version = -1
         self.sessions: dict[str, object] = {}
+        self.background: set[asyncio.Task] = set()
         self.pending = Pending()
         self.bp: Channel | None = None
         self.ctl: Channel | None = None
@@ -127,7 +128,7 @@ class Supervisor:
                 "active",
                 os.getpid(),
             )
-            for err in self.engine.apply_boot(self.topology.get("startup_config", "")):
+            for err in await self.engine.apply_boot_async(self.topology.get("startup_config", "")):
                 log.warning(
                     "boot configuration line %d: %s: %s", err.line_no, err.text, err.message
                 )
@@ -266,6 +267,19 @@ class Supervisor:
         self.bp.send(Power(slot, "restart"))
         return f"Info: card {slot} is rebooting"
 
+    def _cli_done(self, inc: Incoming, sid: str, session, res) -> None:
+        if res.close:
+            self.sessions.pop(sid, None)
+        reply = {
+            "output": res.output,
+            "data": res.data,
+            "error": res.error,
+            "close": res.close,
+            "prompt": session.prompt,
+        }
+        self.cli.reply(inc, True, reply)
+        self.publish_config()
+
     def on_cli(self, inc: Incoming, env: Envelope) -> None:
         msg = env.msg
         if isinstance(msg, Request) and msg.method == "ping":  # round-trip probe (benchmarks)
@@ -285,20 +299,15 @@ class Supervisor:
             self.cli.reply(inc, False, error="no such CLI session")
         elif msg.method == "cli.exec":
             res = session.execute(str(args.get("line", "")))
-            if res.close:
-                self.sessions.pop(args["session"], None)
-            self.cli.reply(
-                inc,
-                True,
-                {
-                    "output": res.output,
-                    "data": res.data,
-                    "error": res.error,
-                    "close": res.close,
-                    "prompt": session.prompt,
-                },
-            )
-            self.publish_config()
+            if res.pending is None:
+                self._cli_done(inc, args["session"], session, res)
+            else:  # the command waits on I/O; other sessions and the cards go on meanwhile
+                task = asyncio.create_task(res.pending())
+                self.background.add(task)
+                task.add_done_callback(self.background.discard)
+                task.add_done_callback(
+                    lambda t: self._cli_done(inc, args["session"], session, t.result())
+                )
         elif msg.method == "cli.complete":
             self.cli.reply(inc, True, session.complete(str(args.get("text", ""))))
         elif msg.method == "cli.help":

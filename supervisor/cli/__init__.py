@@ -28,7 +28,7 @@ from .actions import EnterBlock, SetLine
 from .config import Block, Config, Line
 from .engine import Engine, default_grammar
 from .grammar import Grammar, Mode
-from .result import BootError, CommandFailure, ConfigError, Result
+from .result import BootError, CommandFailure, ConfigError, Deferred, Result
 from .session import CommandContext, Session
 from .syntax import GrammarError
 from .system import System
@@ -40,6 +40,7 @@ __all__ = [
     "CommandFailure",
     "Config",
     "ConfigError",
+    "Deferred",
     "Engine",
     "EnterBlock",
     "Grammar",

@@ -66,6 +66,20 @@ class Engine:
         return [(b, e) for b in self.config.errored_blocks() for e in b.errors]
 
     def apply_boot(self, text: str, now: Callable[[], datetime] | None = None) -> list[BootError]:
+        """apply_boot_async for configurations that need no I/O (tests, tools)."""
+        steps = self.apply_boot_async(text, now)
+        try:
+            steps.send(None)
+        except StopIteration as done:
+            return done.value
+        steps.close()
+        raise RuntimeError(
+            "this boot configuration needs I/O: run apply_boot_async in an event loop"
+        )
+
+    async def apply_boot_async(
+        self, text: str, now: Callable[[], datetime] | None = None
+    ) -> list[BootError]:
         """Run a configuration file line by line. A bad line is reported and not applied, the
         block it was in is marked errored (out of service), and the rest still applies. When
         the bad line opened a block (its following lines are indented deeper), that indented
@@ -79,6 +93,8 @@ class Engine:
             i += 1
             block = session.frames[-1].block
             result = session.execute(raw)
+            if result.pending is not None:  # a URL to fetch, a key to generate
+                result = await result.pending()
             if session.closed:
                 session = Session(self, now, boot=True)
             if not result.error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,22 @@ class Result:
     data: Any = None  # structured data for --json (show commands), else None
     error: bool = False  # parse error or operation failure
     close: bool = False  # `exit` from Exec: the client should end the session
+    # Set when the command needs I/O (a URL fetch, key generation in the pool): the runner
+    # awaits it and sends its Result instead of this one.
+    pending: Callable[[], Awaitable[Result]] | None = None
+
+
+@dataclass
+class Deferred:
+    """What a handler returns when it needs I/O before it can change anything.
+
+    `work` does the I/O (it may raise CommandFailure) and must not touch the configuration,
+    since other sessions run while it waits. `apply(value)` then runs at once, inside a
+    configuration transaction, like a synchronous handler: so a failure still changes nothing.
+    """
+
+    work: Callable[[], Awaitable[Any]]
+    apply: Callable[[Any], Any]
 
 
 class CommandFailure(Exception):

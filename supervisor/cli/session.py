@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .config import Block
 from .grammar import Match, ParseError
-from .result import CommandFailure, Result
+from .result import CommandFailure, Deferred, Result
 from .tokens import Token, tokenize
 
 if TYPE_CHECKING:
@@ -225,10 +225,18 @@ class Session:
 
     def _run(self, match: Match) -> Result:
         ctx = CommandContext(self, match)
+        return self._transaction(ctx, lambda: match.command.handler(match.args, ctx))
+
+    def _transaction(self, ctx: CommandContext, step: Callable[[], Any]) -> Result:
+        """Run one handler step; a failure rolls every configuration change back."""
         config = self.engine.config
         config.begin()
         try:
-            result = _as_result(match.command.handler(match.args, ctx))
+            outcome = step()
+            if isinstance(outcome, Deferred):
+                config.rollback()  # nothing may change before the I/O is done
+                return Result(pending=lambda: self._finish(ctx, outcome))
+            result = _as_result(outcome)
             # Operator changes inside an errored block mean it has been looked at and fixed.
             if config.dirty and not self.boot:
                 ctx.block.clear_errors()
@@ -243,6 +251,15 @@ class Session:
             fn()
         result.close = result.close or self.closed
         return result
+
+    async def _finish(self, ctx: CommandContext, deferred: Deferred) -> Result:
+        try:
+            value = await deferred.work()
+        except CommandFailure as failure:
+            return self._stamp(Result(failure.output, error=True))
+        except Exception as exc:
+            return self._stamp(Result(f"Failure: internal error: {exc!r}", error=True))
+        return self._stamp(self._transaction(ctx, lambda: deferred.apply(value)))
 
     def _answer(self, line: str) -> Result:
         action, self._pending = self._pending, None
