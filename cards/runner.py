@@ -17,11 +17,22 @@ import secrets
 import signal
 import sys
 
+from cards.credentials import Credentials
 from chassis.clock import MonotonicClock
 from chassis.ipc import keys as keyring
 from chassis.ipc.clone import Outcome, Replica
 from chassis.ipc.envelope import Envelope
-from chassis.ipc.messages import Ack, Beacon, Error, Heartbeat, Ready, Register, Request, Update
+from chassis.ipc.messages import (
+    Ack,
+    Beacon,
+    CredUpdate,
+    Error,
+    Heartbeat,
+    Ready,
+    Register,
+    Request,
+    Update,
+)
 from chassis.ipc.rpc import Pending, RpcError
 from chassis.ipc.rundir import RunDir
 from chassis.ipc.sockets import Channel, Incoming, Node
@@ -40,7 +51,10 @@ class Card:
         self.node = Node(run.keys, f"{self.type}-{slot}", key_name=f"slot-{slot}")
         self.mono = MonotonicClock()
         self.boot_id = secrets.token_hex(8)
-        self.replica = Replica()
+        self.replica = Replica()  # the configuration stream
+        self.cred_replica = Replica()  # the credential stream (ASR 5500 pushes)
+        self.credentials = Credentials()
+        self.credentials.pushed = self.cred_replica.entries
         self.pending = Pending()
         self.epoch = 0  # the highest management epoch seen; lower ones are ignored
         self.registered = False
@@ -49,6 +63,7 @@ class Card:
         self.ctl: Channel | None = None
         self.sub: Channel | None = None
         self.syncing: asyncio.Task | None = None
+        self.background: set[asyncio.Task] = set()
         self.stopping = asyncio.Event()
 
     @property
@@ -92,8 +107,12 @@ class Card:
         msg = env.msg
         if isinstance(msg, Heartbeat):
             self.last_supervisor = self.mono.now()
-        elif isinstance(msg, Request) and msg.method == "ping":
-            self.ctl.send(Error(env.id, "cards answer no ping"))
+        elif isinstance(msg, CredUpdate):
+            self._on_cred(env.seq, msg)
+        elif isinstance(msg, Request) and msg.method == "cmp-fetch":
+            self._spawn(self._cmp_fetch(inc, msg.args))
+        elif isinstance(msg, Request) and msg.method == "credentials":
+            self.ctl.reply(inc, True, self.credentials.summary())
         elif isinstance(msg, Error):
             log.warning("supervisor reports: %s", msg.reason)
         else:
@@ -109,21 +128,31 @@ class Card:
             )
             self.epoch = max(self.epoch, reply["epoch"])
             self.node.epoch = self.epoch
-            await self._resync()
+            await self._resync(self.replica, "config")
+            await self._resync(self.cred_replica, "cred")
             self.registered, self.last_refusal = True, ""
             self.last_supervisor = self.mono.now()
-            self.ctl.send(Ready(self.replica.seq))
-            log.info("ready: config seq %d, epoch %d", self.replica.seq, self.epoch)
+            self.ctl.send(Ready(self.replica.seq, self.cred_replica.seq))
+            log.info(
+                "ready: config seq %d, credential seq %d, epoch %d",
+                self.replica.seq,
+                self.cred_replica.seq,
+                self.epoch,
+            )
         except (TimeoutError, RpcError) as exc:
             if str(exc) != self.last_refusal:  # retried every interval: say it once
                 log.warning("registration: %s", exc)
                 self.last_refusal = str(exc)
 
-    async def _resync(self) -> None:
-        self.replica.reset()
-        snap = await self.pending.call(self.ctl, Request("snapshot", {}), timeout=self.interval * 5)
-        if self.replica.on_snapshot(snap["seq"], snap["entries"]) is Outcome.GAP:
-            await self._resync()
+    async def _resync(self, replica: Replica, stream: str) -> None:
+        replica.reset()
+        snap = await self.pending.call(
+            self.ctl, Request("snapshot", {"stream": stream}), timeout=self.interval * 5
+        )
+        if replica.on_snapshot(snap["seq"], snap["entries"]) is Outcome.GAP:
+            await self._resync(replica, stream)
+        if replica is self.cred_replica:
+            self.credentials.pushed = replica.entries
 
     # --- state stream -------------------------------------------------------
 
@@ -134,20 +163,50 @@ class Card:
             if outcome is Outcome.APPLIED:
                 self.ctl.send(Ack(env.seq))
             elif outcome is Outcome.GAP:
-                log.warning("update %d lost before %d: resync", self.replica.seq or 0, env.seq)
-                self._start(self._resync_and_ack())
+                log.warning("config update lost before %d: resync", env.seq)
+                self._start(self._resync_and_ack(self.replica, "config"))
         elif isinstance(msg, Beacon):
-            latest = msg.seqs.get(str(self.slot))
-            if isinstance(latest, int) and self.replica.on_beacon(latest):
-                log.warning("beacon shows seq %d: resync", latest)
-                self._start(self._resync_and_ack())
+            for replica, stream, seqs in (
+                (self.replica, "config", msg.seqs),
+                (self.cred_replica, "cred", msg.cred),
+            ):
+                latest = seqs.get(str(self.slot))
+                if isinstance(latest, int) and replica.on_beacon(latest):
+                    log.warning("beacon shows %s seq %d: resync", stream, latest)
+                    self._start(self._resync_and_ack(replica, stream))
 
-    async def _resync_and_ack(self) -> None:
+    def _on_cred(self, seq: int, msg: CredUpdate) -> None:
+        outcome = self.cred_replica.on_update(seq, msg.key, msg.value)
+        if outcome is Outcome.APPLIED:
+            self.ctl.send(Ack(seq, "cred"))
+            log.info("credential %s: %s", msg.key, "removed" if msg.value is None else "installed")
+        elif outcome is Outcome.GAP:
+            log.warning("credential update lost before %d: resync", seq)
+            self._start(self._resync_and_ack(self.cred_replica, "cred"))
+
+    async def _resync_and_ack(self, replica: Replica, stream: str) -> None:
         try:
-            await self._resync()
-            self.ctl.send(Ack(self.replica.seq))
+            await self._resync(replica, stream)
+            self.ctl.send(Ack(replica.seq, stream))
         except (TimeoutError, RpcError) as exc:
             log.info("resync: %s", exc)
+
+    async def _cmp_fetch(self, inc: Incoming, args: dict) -> None:
+        """ASR 9000 `cmp fetch`: read certificate, key and CA root from the supervisor card."""
+        try:
+            bundle = await self.pending.call(self.ctl, Request("cred-fetch", args), timeout=5)
+        except (TimeoutError, RpcError) as exc:
+            self.ctl.reply(inc, False, error=str(exc))
+            return
+        for key, value in bundle.items():
+            self.credentials.fetched[key] = value
+        log.info("cmp fetch: %s", ", ".join(f"{k} v{v['generation']}" for k, v in bundle.items()))
+        self.ctl.reply(inc, True, self.credentials.summary())
+
+    def _spawn(self, coro) -> None:
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
 
     def _start(self, coro) -> None:
         if self.syncing is None or self.syncing.done():

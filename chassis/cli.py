@@ -52,6 +52,9 @@ def render_status(status: dict) -> str:
     return "\n".join(lines)
 
 
+CARD = click.option(
+    "--card", type=int, help="Packet card (slot) that card commands such as `cmp fetch` act for."
+)
 RUN_DIR = click.option(
     "--run-dir", type=click.Path(file_okay=False), help="Run directory (default .chassis/NAME)."
 )
@@ -130,8 +133,9 @@ def status(run_dir, as_json):
 @RUN_DIR
 @click.option("--json", "as_json", is_flag=True, help="Structured output of each command.")
 @click.option("-f", "--file", "script", type=click.File(), help="Commands, one per line.")
+@CARD
 @click.argument("commands", nargs=-1)
-def exec_(run_dir, as_json, script, commands):
+def exec_(run_dir, as_json, script, card, commands):
     """Run COMMANDs in one CLI session, in order; stop at the first error (exit 1)."""
     lines = list(commands)
     if script is not None:
@@ -142,7 +146,7 @@ def exec_(run_dir, as_json, script, commands):
         raise click.UsageError("give at least one command, or -f FILE")
     chassis = open_chassis(run_dir)
     try:
-        results = chassis.exec(*lines)
+        results = chassis.exec(*lines, card=card)
     except (api.ChassisError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -163,12 +167,17 @@ def exec_(run_dir, as_json, script, commands):
 
 @main.command()
 @RUN_DIR
-def cli(run_dir):
+@CARD
+def cli(run_dir, card):
     """Interactive StarOS shell (Tab completes, ? lists what may follow)."""
     from chassis import shell
 
     chassis = open_chassis(run_dir)
-    with chassis.session() as session:
+    try:
+        session = chassis.session(card=card)
+    except (api.ChassisError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    with session:
         code = shell.interactive(session) if sys.stdin.isatty() else shell.batch(session, sys.stdin)
     sys.exit(code)
 

@@ -59,9 +59,9 @@ def default_run_dir(name: str) -> Path:
 class CliSession:
     """One StarOS CLI session on the supervisor (mode and context live there)."""
 
-    def __init__(self, client: SyncClient, timeout: float) -> None:
+    def __init__(self, client: SyncClient, timeout: float, card: int | None = None) -> None:
         self.client, self.timeout = client, timeout
-        opened = self._call("cli.open")
+        opened = self._call("cli.open", card=card)
         self.sid, self.prompt = opened["session"], opened["prompt"]
         self.closed = False
 
@@ -144,15 +144,25 @@ class Chassis:
         states = {s["slot"]: s["state"] for s in status.get("slots", [])}
         raise ChassisError(f"chassis {self.name} not ready after {timeout:g} s: {states}")
 
-    def session(self, timeout: float = 10.0) -> CliSession:
-        return CliSession(self._client("cli", "mgmt"), timeout)
+    def session(self, timeout: float = 10.0, card: int | None = None) -> CliSession:
+        """A CLI session; `card` names the packet card that card commands (cmp) act for."""
+        client = self._client("cli", "mgmt")
+        try:
+            return CliSession(client, timeout, card)
+        except BaseException:
+            client.close()
+            raise
 
     def exec(
-        self, *commands: str, timeout: float = 10.0, stop_on_error: bool = True
+        self,
+        *commands: str,
+        timeout: float = 30.0,
+        stop_on_error: bool = True,
+        card: int | None = None,
     ) -> list[CommandResult]:
         """Run commands in order in one CLI session (stops after the first error)."""
         results = []
-        with self.session(timeout) as session:
+        with self.session(timeout, card) as session:
             for command in commands:
                 results.append(session.execute(command))
                 if session.closed or (results[-1].error and stop_on_error):

@@ -19,12 +19,11 @@ import sys
 
 from chassis.clock import MonotonicClock, WallClock
 from chassis.ipc import keys as keyring
-from chassis.ipc.clone import Stream
 from chassis.ipc.envelope import Envelope
 from chassis.ipc.messages import (
     Ack,
-    Beacon,
     CardStates,
+    CredUpdate,
     Error,
     Heartbeat,
     Hello,
@@ -35,11 +34,15 @@ from chassis.ipc.messages import (
     Request,
     Update,
 )
-from chassis.ipc.rpc import Pending
+from chassis.ipc.rpc import Pending, RpcError
 from chassis.ipc.rundir import RunDir
 from chassis.ipc.sockets import Channel, Incoming, Node
 from supervisor.cards import MANAGEMENT, CardManager
 from supervisor.cli import CommandFailure, Engine
+from supervisor.fanout import STREAMS, Fanout
+from supervisor.pki import commands as pki_commands
+from supervisor.pki.service import PkiService
+from supervisor.workers import Workers
 
 log = logging.getLogger("supervisor")
 
@@ -75,6 +78,19 @@ class System:
     def version(self) -> dict:
         return dict(VERSION)
 
+    @property
+    def pki(self) -> PkiService:
+        return self.sup.pki
+
+    def credentials_changed(self) -> None:
+        self.sup.credentials_changed()
+
+    def credential_report(self, kind: str, name: str | None) -> list[dict]:
+        return self.sup.credential_report(kind, name)
+
+    async def cmp_fetch(self, card: int | None, name: str, ca: str) -> str:
+        return await self.sup.cmp_fetch(card, name, ca)
+
 
 class Supervisor:
     def __init__(self, run: RunDir, slot: int) -> None:
@@ -88,10 +104,13 @@ class Supervisor:
         self.node = Node(run.keys, f"{me['type']}-{slot}", key_name="mgmt")
         self.mono, self.wall = MonotonicClock(), WallClock()
         self.cards = CardManager.from_topology(self.topology, self.interval, self.liveness)
-        self.streams = {
-            s: Stream() for s, c in self.cards.cards.items() if c.type not in MANAGEMENT
-        }
-        self.engine = Engine(System(self))
+        self.packet_slots = [s for s, c in self.cards.cards.items() if c.type not in MANAGEMENT]
+        self.fanout = Fanout(self.packet_slots, self._publish, self._unicast)
+        self.platform = self.manifest["platform"]
+        self.workers = Workers()
+        self.pki = PkiService(run.root, run.keys, self.workers, self.wall.datetime)
+        self.vsm_fetch: dict[int, dict] = {}  # ASR 9000: what each VSM fetched
+        self.engine = Engine(System(self), plugins=[pki_commands.register])
         self.published_version = -1
         self.sessions: dict[str, object] = {}
         self.background: set[asyncio.Task] = set()
@@ -119,7 +138,7 @@ class Supervisor:
         log.info("slot %d: %s, epoch %d", self.slot, self.role, self.node.epoch)
         if self.role == "active":
             for entry in hello["slots"]:
-                if entry["pid"] and entry["slot"] in self.streams:
+                if entry["pid"] and entry["slot"] in self.packet_slots:
                     self.cards.on_started(entry["slot"], entry["pid"], self.mono.now())
                 elif entry["slot"] in self.cards.cards and entry["type"] in MANAGEMENT:
                     self.cards.cards[entry["slot"]].pid = entry["pid"]
@@ -129,14 +148,15 @@ class Supervisor:
                 os.getpid(),
             )
             for err in await self.engine.apply_boot_async(self.topology.get("startup_config", "")):
-                log.warning(
-                    "boot configuration line %d: %s: %s", err.line_no, err.text, err.message
-                )
+                # The line itself may hold key data: log its number and the reason only.
+                log.warning("boot configuration line %d: %s", err.line_no, err.message)
+            await self.restore_from_store()
             self.node.start_auth()
             self.ctl = self.node.router(ep["control"])
             self.pub = self.node.publisher(ep["state"])
             self.cli = self.node.router(ep["cli"])
             self.publish_config()
+            self.sync_credentials()
             self._listen(self.ctl, self.on_card)
             self._listen(self.cli, self.on_cli)
             tasks.append(asyncio.create_task(self._tick()))
@@ -165,7 +185,7 @@ class Supervisor:
 
     def _card_slot(self, peer: bytes | None) -> int | None:
         name = (peer or b"").decode(errors="replace")
-        if name.startswith("slot-") and name[5:].isdigit() and int(name[5:]) in self.streams:
+        if name.startswith("slot-") and name[5:].isdigit() and int(name[5:]) in self.packet_slots:
             return int(name[5:])
         return None
 
@@ -176,36 +196,60 @@ class Supervisor:
         elif isinstance(msg, Heartbeat):
             self.cards.on_heartbeat(slot, msg.sent)
         elif isinstance(msg, Register):
+            fresh = self.cards.cards[slot].boot_id != msg.boot_id
             why = (
                 self.cards.on_register(slot, msg.pid, msg.boot_id, now)
                 if msg.slot == slot
                 else "slot mismatch"
             )
+            if why is None and fresh:  # a new process holds nothing yet
+                self.fanout.forget(slot)
+                self.vsm_fetch.pop(slot, None)
             self.ctl.reply(inc, why is None, {"epoch": self.node.epoch}, why or "")
             log.info("slot %d: register pid %d %s", slot, msg.pid, why or "accepted")
         elif isinstance(msg, Request) and msg.method == "snapshot":
-            self.ctl.reply(inc, True, self.streams[slot].snapshot())
+            stream = msg.args.get("stream", "config")
+            if stream not in STREAMS:
+                self.ctl.reply(inc, False, error=f"no stream {stream!r}")
+            else:
+                self.ctl.reply(inc, True, self.fanout.snapshot(slot, stream))
         elif isinstance(msg, Ready):
+            self.fanout.on_ack(slot, "config", msg.seq)
+            self.fanout.on_ack(slot, "cred", msg.cred_seq)
             self.cards.on_ready(slot, msg.seq, now)
         elif isinstance(msg, Ack):
-            self.cards.on_ack(slot, msg.seq)
+            self.fanout.on_ack(slot, msg.stream, msg.seq)
+            if msg.stream == "config":
+                self.cards.on_ack(slot, msg.seq)
         elif isinstance(msg, Request) and msg.method == "ping":
             self.ctl.reply(inc, True, msg.args)
+        elif isinstance(msg, Request) and msg.method == "cred-fetch":
+            try:
+                self.ctl.reply(inc, True, self.fetch_bundle(slot, msg.args))
+            except CommandFailure as exc:
+                self.ctl.reply(inc, False, error=exc.message)
         else:
             self.ctl.send(Error(env.id, f"supervisor does not handle {env.type}"), to=inc.peer)
 
-    def publish(self, slot: int, key: str, value) -> None:
-        seq = self.streams[slot].set(key, value)
-        if seq is not None:
-            self.pub.send(Update(key, value), topic=card_topic(slot), seq=seq)
+    def _publish(self, slot: int, update: Update, seq: int) -> None:
+        self.pub.send(update, topic=card_topic(slot), seq=seq)
+
+    def _unicast(self, slot: int, update: CredUpdate, seq: int) -> None:
+        self.ctl.send(update, to=f"slot-{slot}".encode(), seq=seq)
 
     def publish_config(self) -> None:
         if self.engine.version == self.published_version:
             return
         self.published_version = self.engine.version
         projection = self.engine.projection()
-        for slot in self.streams:
-            self.publish(slot, "config", projection)
+        for slot in self.packet_slots:
+            self.fanout.set_config(slot, "config", projection)
+
+    def sync_credentials(self) -> None:
+        """Push the store's certificates and keys to every packet card (ASR 5500 only)."""
+        wanted = self.pki.pushed_credentials() if self.platform == "asr5500" else {}
+        for slot in self.packet_slots:
+            self.fanout.sync_creds(slot, wanted)
 
     async def _tick(self) -> None:
         step = self.interval / 4
@@ -220,16 +264,14 @@ class Supervisor:
                 beat = now
                 for slot, card in self.cards.cards.items():
                     if (
-                        slot in self.streams
+                        slot in self.packet_slots
                         and card.state in ("booting", "active", "standby")
                         and card.boot_id
                     ):
                         self.ctl.send(Heartbeat(now), to=f"slot-{slot}".encode())
             if now - beacon >= self.interval * BEACON_EVERY:
                 beacon = now
-                self.pub.send(
-                    Beacon({str(s): st.seq for s, st in self.streams.items()}), topic=BEACON_TOPIC
-                )
+                self.pub.send(self.fanout.beacon(), topic=BEACON_TOPIC)
             self.publish_config()
             if self.cards.take_changed():
                 self.bp.send(CardStates(self.cards.states()))
@@ -255,7 +297,135 @@ class Supervisor:
     # --- what the CLI asks -----------------------------------------------------
 
     def card_table(self) -> list[dict]:
-        return self.cards.table(self.mono.now())
+        rows = self.cards.table(self.mono.now())
+        for row in rows:
+            if row["slot"] in self.packet_slots:
+                row["cred_seq"] = self.fanout.acked["cred"][row["slot"]]
+            if self.platform == "asr9000" and row["type"] == "vsm":
+                fetched = self.vsm_fetch.get(row["slot"])
+                row["fetch"] = fetched
+                row["attach"] = (
+                    f"cert {fetched['name']} v{fetched['generation']}" if fetched else "no cert"
+                )
+        return rows
+
+    # --- certificates and keys ------------------------------------------------------
+
+    async def restore_from_store(self) -> None:
+        """Certificates installed before a restart are in the store, maybe not in the boot
+        configuration: configure them again from their local copies."""
+        lines = []
+        for (kind, name), entry in self.pki.store.entries().items():
+            if kind != "csr" and self.engine.config.root.get(kind, name) is None:
+                lines.append(pki_commands._certificate_line(kind, name, entry, None))
+        if lines:
+            text = "config\n" + "\n".join(f"  {ln}" for ln in lines) + "\nend\n"
+            for err in await self.engine.apply_boot_async(text):
+                log.error("restoring the certificate store: %s", err.message)
+
+    def credentials_changed(self) -> None:
+        if self.ctl is None:  # still booting: the first sync follows the binds
+            return
+        self.sync_credentials()
+        if self.platform == "asr9000":
+            self._auto_fetch()
+
+    def _auto_fetch(self) -> None:
+        """`cmp auto-fetch`: each VSM holding an older version fetches again by itself."""
+        line = self.engine.config.root.get("cmp-auto-fetch")
+        if line is None:
+            return
+        name, ca = line.data["name"], line.data["ca"]
+        entry = self.pki.store.entries("certificate").get(("certificate", name))
+        if entry is None:
+            return
+        for slot, card in self.cards.cards.items():
+            held = self.vsm_fetch.get(slot)
+            if (
+                card.type == "vsm"
+                and card.in_service
+                and held
+                and held["generation"] != entry["generation"]
+            ):
+                task = asyncio.create_task(self._vsm_fetch(slot, name, ca))
+                self.background.add(task)
+                task.add_done_callback(self.background.discard)
+
+    def fetch_bundle(self, slot: int, args: dict) -> dict:
+        """What `cmp fetch` hands a VSM: the certificate with its key, and the CA root."""
+        name, ca = str(args.get("name", "")), str(args.get("ca", ""))
+        entries = self.pki.store.entries()
+        if ("certificate", name) not in entries:
+            raise CommandFailure(f"certificate {name} is not configured on the management card")
+        if ("ca-certificate", ca) not in entries:
+            raise CommandFailure(f"ca-certificate {ca} is not configured on the management card")
+        if "key.pem" not in entries[("certificate", name)]["files"]:
+            raise CommandFailure(f"certificate {name} has no private key")
+        return {
+            f"certificate/{name}": self.pki.bundle_entry("certificate", name),
+            f"ca-certificate/{ca}": self.pki.bundle_entry("ca-certificate", ca),
+        }
+
+    async def cmp_fetch(self, card: int | None, name: str, ca: str) -> str:
+        if self.platform != "asr9000":
+            raise CommandFailure(
+                "cmp fetch is for ASR 9000 VSMs; on ASR 5500 certificates are pushed to every DPC"
+            )
+        if card is None:
+            raise CommandFailure(
+                "cmp fetch runs for one VSM: chassis exec --card SLOT 'cmp fetch ...'"
+            )
+        slot = self.cards.cards.get(card)
+        if slot is None or slot.type != "vsm" or not slot.in_service:
+            raise CommandFailure(f"card {card} is not a VSM in service")
+        self.fetch_bundle(card, {"name": name, "ca": ca})  # fail here, clearly, if absent
+        held = await self._vsm_fetch(card, name, ca)
+        return f"Info: VSM {card} fetched certificate {name} (version {held['generation']}) and CA root {ca}"
+
+    async def _vsm_fetch(self, slot: int, name: str, ca: str) -> dict:
+        try:
+            summary = await self.pending.call(
+                self.ctl,
+                Request("cmp-fetch", {"name": name, "ca": ca}),
+                to=f"slot-{slot}".encode(),
+                timeout=5,
+            )
+        except (TimeoutError, RpcError) as exc:
+            log.warning("slot %d: cmp fetch failed: %s", slot, exc)
+            raise CommandFailure(f"VSM {slot}: {exc}") from None
+        held = {"name": name, "ca": ca, "generation": summary.get(f"certificate/{name}")}
+        self.vsm_fetch[slot] = held
+        log.info("slot %d: fetched certificate %s version %s", slot, name, held["generation"])
+        return held
+
+    def credential_report(self, kind: str, name: str | None) -> list[dict]:
+        from supervisor.pki import credentials as cred
+
+        rows = []
+        for (k, n), entry in sorted(self.pki.store.entries(kind).items()):
+            if name is not None and n != name:
+                continue
+            cert = cred.load_certificate(self.pki.store.read(k, n, "cert.pem"), "pem")
+            info = cred.describe(cert, self.wall.datetime(), n)
+            cards = {}
+            for slot in self.packet_slots:
+                if self.platform == "asr5500":
+                    held = self.fanout.holds(slot, f"{k}/{n}")
+                    cards[str(slot)] = f"v{entry['generation']}" if held else "pending"
+                else:
+                    got = self.vsm_fetch.get(slot)
+                    if got and n in (got["name"], got["ca"]):
+                        cards[str(slot)] = f"v{got['generation']} (fetched)"
+            rows.append(
+                {
+                    **info,
+                    "name": n,
+                    "generation": entry["generation"],
+                    "url": entry["urls"]["cert.pem"],
+                    "cards": cards,
+                }
+            )
+        return rows
 
     def reboot(self, slot: int) -> str:
         card = self.cards.cards.get(slot)
@@ -290,8 +460,13 @@ class Supervisor:
             return
         args = msg.args
         if msg.method == "cli.open":
+            card = args.get("card")
+            if card is not None and card not in self.packet_slots:
+                self.cli.reply(inc, False, error=f"--card {card}: no packet card in that slot")
+                return
             sid = secrets.token_hex(8)
             self.sessions[sid] = session = self.engine.new_session(now=self.wall.datetime)
+            session.card = card  # the VSM that card-specific commands (cmp) act for
             self.cli.reply(inc, True, {"session": sid, "prompt": session.prompt})
             return
         session = self.sessions.get(args.get("session"))

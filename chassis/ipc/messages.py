@@ -6,6 +6,7 @@ and arguments) answered by Reply, correlated by the request envelope's id.
 
 from __future__ import annotations
 
+from dataclasses import field
 from typing import Any
 
 from chassis.ipc.envelope import message
@@ -55,14 +56,28 @@ class Heartbeat:
 
 @message("ready")
 class Ready:
-    """A card has applied its snapshot (and everything else) and can serve."""
+    """A card has applied its snapshots (configuration and credentials) and can serve."""
 
     seq: int
+    cred_seq: int = 0
 
 
 @message("ack")
 class Ack:
     seq: int
+    stream: str = "config"  # "config" | "cred"
+
+
+@message("cred-update")
+class CredUpdate:
+    """One key of a card's credential stream (certificates, keys, CA certificates).
+
+    Sent only to its card on the control socket, never on the shared state PUB; the
+    envelope's seq orders the stream as for Update.
+    """
+
+    key: str
+    value: Any
 
 
 # --- supervisor -> packet cards (state PUB/SUB, the Clone pattern) ------------
@@ -80,7 +95,8 @@ class Update:
 class Beacon:
     """Latest seq per card stream, so a card notices a lost last update."""
 
-    seqs: dict
+    seqs: dict  # slot (str) -> configuration stream seq
+    cred: dict = field(default_factory=dict)  # slot (str) -> credential stream seq
 
 
 # --- supervisor <-> backplane -------------------------------------------------
