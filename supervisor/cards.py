@@ -28,6 +28,9 @@ class CardSlot:
     state_since: float = 0.0
     acked_seq: int = 0
     failure: str = ""
+    started_at: float = 0.0  # process start, register, ready (CLOCK_MONOTONIC)
+    registered_at: float = 0.0
+    ready_at: float = 0.0
 
     @property
     def in_service(self) -> bool:
@@ -53,7 +56,7 @@ class CardManager:
 
     def on_started(self, slot: int, pid: int, now: float) -> None:
         card = self.cards[slot]
-        card.pid = pid
+        card.pid, card.started_at = pid, now
         self._set(card, "booting", now)
 
     def on_exited(self, slot: int, pid: int, now: float, code: int | None) -> None:
@@ -71,6 +74,7 @@ class CardManager:
             return f"card {slot} is failed; reboot it"
         if card.boot_id != boot_id or not card.in_service:
             card.pid, card.boot_id, card.acked_seq = pid, boot_id, 0
+            card.registered_at = now
             self._set(card, "booting", now)
         card.last_heartbeat = now
         return None
@@ -86,6 +90,7 @@ class CardManager:
         card = self.cards[slot]
         if card.state == "booting":
             card.acked_seq = max(card.acked_seq, seq)
+            card.ready_at = now
             self._set(card, card.role, now)
 
     def on_ack(self, slot: int, seq: int) -> None:
@@ -137,6 +142,17 @@ class CardManager:
                 "acked_seq": c.acked_seq,
                 "failure": c.failure,
                 "state_since": c.state_since,  # CLOCK_MONOTONIC, comparable across processes
+                # Last boot: process start -> ready, and registration -> ready (the resync).
+                "boot_ms": _ms(c.ready_at - c.started_at)
+                if c.ready_at > c.started_at > 0
+                else None,
+                "resync_ms": _ms(c.ready_at - c.registered_at)
+                if c.ready_at > c.registered_at > 0
+                else None,
             }
             for c in sorted(self.cards.values(), key=lambda c: c.slot)
         ]
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)

@@ -91,6 +91,9 @@ class System:
     async def cmp_fetch(self, card: int | None, name: str, ca: str) -> str:
         return await self.sup.cmp_fetch(card, name, ca)
 
+    def propagation(self) -> list[float]:
+        return list(self.sup.fanout.propagation)
+
 
 class Supervisor:
     def __init__(self, run: RunDir, slot: int) -> None:
@@ -214,11 +217,11 @@ class Supervisor:
             else:
                 self.ctl.reply(inc, True, self.fanout.snapshot(slot, stream))
         elif isinstance(msg, Ready):
-            self.fanout.on_ack(slot, "config", msg.seq)
-            self.fanout.on_ack(slot, "cred", msg.cred_seq)
+            self.fanout.on_ack(slot, "config", msg.seq, now)
+            self.fanout.on_ack(slot, "cred", msg.cred_seq, now)
             self.cards.on_ready(slot, msg.seq, now)
         elif isinstance(msg, Ack):
-            self.fanout.on_ack(slot, msg.stream, msg.seq)
+            self.fanout.on_ack(slot, msg.stream, msg.seq, now)
             if msg.stream == "config":
                 self.cards.on_ack(slot, msg.seq)
         elif isinstance(msg, Request) and msg.method == "ping":
@@ -248,8 +251,8 @@ class Supervisor:
     def sync_credentials(self) -> None:
         """Push the store's certificates and keys to every packet card (ASR 5500 only)."""
         wanted = self.pki.pushed_credentials() if self.platform == "asr5500" else {}
-        for slot in self.packet_slots:
-            self.fanout.sync_creds(slot, wanted)
+        in_service = [s for s in self.packet_slots if self.cards.cards[s].in_service]
+        self.fanout.push_creds(wanted, in_service, self.mono.now())
 
     async def _tick(self) -> None:
         step = self.interval / 4

@@ -148,3 +148,64 @@ async def fake_supervisor(run: RunDir, manifest: dict):
                 return req.env.msg
     finally:
         node.close()
+
+
+def test_rogue_client_gets_no_key_material(chassis_factory, tmp_path):
+    """A rogue knows the supervisor's public key but holds an unlisted key pair: while a
+    certificate with its private key is installed and pushed, it receives nothing on the
+    control socket (where credentials travel) nor on the state stream."""
+    from helpers import small_topology
+    from pki_material import lab
+
+    ch = chassis_factory(small_topology(tmp_path, name="rogue"))
+    for name, data in lab().items():
+        (ch.run.flash / name).write_bytes(data)
+    res = ch.exec(
+        "configure",
+        "certificate name segw pem url /flash/gw1.crt private-key pem url /flash/gw1.key",
+    )
+    assert not any(r.error for r in res)
+    ep, server_key = ch.manifest["endpoints"], keyring.public_key(ch.run.keys, "mgmt")
+    ctx = zmq.Context()
+    got = []
+    try:
+        rogue_pub, rogue_sec = keyring.generate_unlisted()
+        dealer = ctx.socket(zmq.DEALER)
+        sub = ctx.socket(zmq.SUB)
+        for sock in (dealer, sub):
+            sock.linger = 0
+            sock.curve_publickey, sock.curve_secretkey, sock.curve_serverkey = (
+                rogue_pub,
+                rogue_sec,
+                server_key,
+            )
+        dealer.identity = b"slot-9"
+        dealer.connect(ep["control"])
+        sub.subscribe(b"")
+        sub.connect(ep["state"])
+        from chassis.ipc.messages import Request
+
+        for i in range(5):
+            try:
+                dealer.send(
+                    encode(Envelope(Request("snapshot", {"stream": "cred"}), id=i)), zmq.NOBLOCK
+                )
+            except zmq.Again:
+                pass  # refused at the handshake: nothing to send to
+        # Make the supervisor push again while the rogue listens.
+        ch.exec(
+            "configure",
+            "certificate name segw pem url /flash/gw2.crt private-key pem url /flash/gw2.key",
+        )
+        poller = zmq.Poller()
+        poller.register(dealer, zmq.POLLIN)
+        poller.register(sub, zmq.POLLIN)
+        for _ in range(10):
+            for sock, _ev in poller.poll(100):
+                got.append(sock.recv_multipart())
+    finally:
+        ctx.destroy(linger=0)
+    assert got == []
+    # The cards did get it.
+    rows = ch.exec("show certificate name segw")[0].data["items"]
+    assert rows and set(rows[0]["cards"].values()) <= {f"v{rows[0]['generation']}", "pending"}

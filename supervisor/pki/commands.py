@@ -227,6 +227,19 @@ def _show(kind: str):
     return handler
 
 
+def _show_propagation(args: dict, ctx: Any) -> Result:
+    samples = [round(s * 1000, 3) for s in ctx.system.propagation()]
+    if not samples:
+        return Result("No credential update has reached every card yet", {"samples_ms": []})
+    ordered = sorted(samples)
+    p50, p99 = ordered[len(ordered) // 2], ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+    text = (
+        f"Credential updates, publish to the last card's ack ({len(samples)} updates):\n"
+        f"  median {p50:.2f} ms   p99 {p99:.2f} ms   last {samples[-1]:.2f} ms"
+    )
+    return Result(text, {"samples_ms": samples, "p50_ms": p50, "p99_ms": p99})
+
+
 def _cmp_fetch(args: dict, ctx: Any) -> Deferred:
     card = getattr(ctx.session, "card", None)
     system = ctx.system
@@ -285,6 +298,12 @@ def register(g: Grammar) -> None:
         "exec", f"cmp fetch current-cert <name:{NAME}> ca-root <ca:{NAME}>", _cmp_fetch, help=HELP
     )
     g.command("exec", "show crypto csr", _show_csr, help=HELP)
+    g.command(
+        "exec",
+        "show certificate propagation",
+        _show_propagation,
+        help={**HELP, "propagation": "Time from a credential update to the last card's ack"},
+    )
     g.command("exec", f"show certificate [ name <name:{NAME}> ]", _show("certificate"), help=HELP)
     g.command(
         "exec",
