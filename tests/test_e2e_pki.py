@@ -192,12 +192,18 @@ def test_expired_certificate_is_accepted_with_a_warning(asr5500):
 
 def test_show_configuration_applies_unchanged(asr5500, tmp_path):
     ch = asr5500
-    ok(ch, *INSTALL, "configure", "cmp cert-store location /flash/certs key reuse", "end")
+    ok(
+        ch,
+        *INSTALL,
+        "configure",
+        "certificate name hashed pem url /flash/gw2.crt private-key pem url /flash/gw2.key "
+        "cert-enc cert-hash-url http://certs.example.net/gw2.der",
+        "cmp cert-store location /flash/certs key reuse",
+        "end",
+    )
     first = ok(ch, "show configuration")[0].output
     assert "file:/flash/certs/private/" in first
-    script = tmp_path / "saved.cfg"
-    script.write_text(first + "\n")
-    ok(ch, "-f" and "configure", "end")  # a fresh session, then replay the saved text
+    assert "cert-hash-url http://certs.example.net/gw2.der" in first
     replay = [ln.strip() for ln in first.splitlines()]
     ok(ch, *replay)
     again = ok(ch, "show configuration")[0].output

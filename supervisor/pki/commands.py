@@ -3,7 +3,7 @@
 Global configuration:
   cmp cert-store location PATH [ key reuse ]        no cmp cert-store
   certificate name NAME { der url URL | pem { data PEM | url URL } }
-      private-key pem { [ encrypted ] data PEM | url URL } [ cert-hash-url URL ]
+      private-key pem { [ encrypted ] data PEM | url URL } [ [ cert-enc ] cert-hash-url URL ]
   ca-certificate name NAME { der url URL | pem { data PEM | url URL } }
   no certificate name NAME                          no ca-certificate name NAME
   cmp auto-fetch current-name NAME ca-root CA time DAYS
@@ -46,6 +46,7 @@ HELP = {
     "private-key": "The certificate's private key",
     "encrypted": "The data is encrypted with this chassis's configuration key",
     "cert-hash-url": "URL announced for this certificate in Hash and URL encoding",
+    "cert-enc": "Certificate encoding offered to IKE peers",
     "auto-fetch": "VSMs fetch the renewed certificate by themselves",
     "current-name": "Certificate name",
     "ca-root": "Name of the CA certificate of the root",
@@ -81,6 +82,9 @@ def _certificate_line(kind: str, name: str, entry: dict, hash_url: str | None) -
 def _install(kind: str):
     def handler(args: dict, ctx: Any) -> Deferred:
         pki, name = _pki(ctx), args["name"]
+        hash_url = args.get("hash_url")
+        if isinstance(hash_url, list):  # the grammar has it in two alternatives
+            hash_url = hash_url[0] if hash_url else None
 
         async def work():
             return await pki.prepare_certificate(
@@ -96,12 +100,8 @@ def _install(kind: str):
 
         def apply(prepared) -> Result:
             entry = pki.store.install(kind, name, prepared.files)
-            line = _certificate_line(kind, name, entry, args.get("hash_url"))
-            data = {
-                "name": name,
-                "generation": entry["generation"],
-                "hash_url": args.get("hash_url"),
-            }
+            line = _certificate_line(kind, name, entry, hash_url)
+            data = {"name": name, "generation": entry["generation"], "hash_url": hash_url}
             ctx.block.set_line(kind, name, line, data, secret=True, display=line)
             ctx.later(ctx.system.credentials_changed)
             return Result("\n".join(prepared.warnings))
@@ -263,7 +263,8 @@ def register(g: Grammar) -> None:
     )
     g.command(
         "config",
-        f"certificate name <name:{NAME}> {SOURCE} {KEY} [ cert-hash-url <hash_url:URL> ]",
+        f"certificate name <name:{NAME}> {SOURCE} {KEY} "
+        "[ cert-enc cert-hash-url <hash_url:URL> | cert-hash-url <hash_url:URL> ]",
         cert,
         no=f"certificate name <name:{NAME}>",
         no_handler=no_cert,
