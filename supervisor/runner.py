@@ -40,7 +40,9 @@ from chassis.ipc.sockets import Channel, Incoming, Node
 from supervisor.cards import MANAGEMENT, CardManager
 from supervisor.cli import CommandFailure, Engine
 from supervisor.fanout import STREAMS, Fanout
+from supervisor.pki import cmp_commands
 from supervisor.pki import commands as pki_commands
+from supervisor.pki.enrollment import CmpService, Outstanding
 from supervisor.pki.service import PkiService
 from supervisor.workers import Workers
 
@@ -94,6 +96,13 @@ class System:
     def propagation(self) -> list[float]:
         return list(self.sup.fanout.propagation)
 
+    @property
+    def cmp(self) -> CmpService:
+        return self.sup.cmp
+
+    async def cmp_enroll(self, kind: str, args: dict, boot: bool) -> str:
+        return await self.sup.cmp_enroll(kind, args, boot)
+
 
 class Supervisor:
     def __init__(self, run: RunDir, slot: int) -> None:
@@ -113,7 +122,8 @@ class Supervisor:
         self.workers = Workers()
         self.pki = PkiService(run.root, run.keys, self.workers, self.wall.datetime)
         self.vsm_fetch: dict[int, dict] = {}  # ASR 9000: what each VSM fetched
-        self.engine = Engine(System(self), plugins=[pki_commands.register])
+        self.cmp = CmpService(run.flash / "cmp-journal", self.wall.datetime, os.urandom)
+        self.engine = Engine(System(self), plugins=[pki_commands.register, cmp_commands.register])
         self.published_version = -1
         self.sessions: dict[str, object] = {}
         self.background: set[asyncio.Task] = set()
@@ -154,6 +164,7 @@ class Supervisor:
                 # The line itself may hold key data: log its number and the reason only.
                 log.warning("boot configuration line %d: %s", err.line_no, err.message)
             await self.restore_from_store()
+            self.resume_cmp()
             self.node.start_auth()
             self.ctl = self.node.router(ep["control"])
             self.pub = self.node.publisher(ep["state"])
@@ -325,6 +336,164 @@ class Supervisor:
             text = "config\n" + "\n".join(f"  {ln}" for ln in lines) + "\nend\n"
             for err in await self.engine.apply_boot_async(text):
                 log.error("restoring the certificate store: %s", err.message)
+
+    # --- CMPv2 ------------------------------------------------------------------------
+
+    async def cmp_enroll(self, kind: str, args: dict, boot: bool) -> str:
+        """Run one CMP transaction; return when it ends, or once the CA makes it wait."""
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        from supervisor.pki import credentials as cred
+        from supervisor.pki import keygen
+        from supervisor.pki.cmp.client import Enrollment, Protection, Transaction
+
+        store, entries = self.pki.store, self.pki.store.entries()
+        name = args.get("cert") or args["old"]
+        ca = args["ca"]
+        if ("ca-certificate", ca) not in entries:
+            raise CommandFailure(f"ca-root {ca} is not a configured ca-certificate")
+        if kind == "ir" and boot and self._valid_certificate(name):
+            return f"Info: certificate {name} is present and valid; not enrolling again"
+        if name in self.cmp.outstanding:
+            raise CommandFailure(f"a CMP request for certificate {name} is already outstanding")
+        ca_der = cred.load_certificate(
+            store.read("ca-certificate", ca, "cert.pem"), "pem"
+        ).public_bytes(Encoding.DER)
+        old_der = old_key = None
+        if kind in ("cr", "kur"):
+            old = args["old"]
+            if ("certificate", old) not in entries or "key.pem" not in entries[
+                ("certificate", old)
+            ]["files"]:
+                raise CommandFailure(
+                    f"current-cert {old} is not a configured certificate with its key"
+                )
+            old_der = cred.load_certificate(
+                store.read("certificate", old, "cert.pem"), "pem"
+            ).public_bytes(Encoding.DER)
+            old_key = store.read("certificate", old, "key.pem")
+        reuse = self.engine.config.root.get("cmp-cert-store")
+        reuse_from = args["old"] if kind == "kur" else name
+        entry = entries.get(("certificate", reuse_from))
+        if (
+            reuse is not None
+            and reuse.data.get("key_reuse")
+            and entry
+            and "key.pem" in entry["files"]
+        ):
+            key_pem = store.read("certificate", reuse_from, "key.pem")
+        else:
+            try:
+                key_pem = await self.workers.run(keygen.generate_rsa, int(args["modulus"]))
+            except cred.CredentialError as exc:
+                raise CommandFailure(str(exc)) from None
+        if kind == "ir":
+            protection = Protection(secret=args["psk"].encode(), reference=name.encode())
+        else:
+            protection = Protection(cert_der=old_der, key_pem=old_key)
+        enrollment = Enrollment(
+            kind=kind,
+            new_key_pem=key_pem,
+            subject=args.get("subject"),
+            old_cert_der=old_der if kind == "kur" else None,
+            ca_root_der=ca_der,
+        )
+        try:
+            tx = Transaction(enrollment, protection, rand=os.urandom, now=self.wall.datetime)
+            first = tx.start()
+        except Exception as exc:  # a subject the codec cannot encode, say
+            raise CommandFailure(f"cannot build the {kind} request: {exc}") from None
+        out = Outstanding(
+            kind, name, ca, args["url"], self.wall.datetime().isoformat(timespec="seconds")
+        )
+        out.key_pem = key_pem.decode()
+        task = self._spawn(self._cmp_transaction(tx, out, first))
+        while not task.done() and out.state != "polling":
+            await asyncio.wait({task}, timeout=0.02)
+        if not task.done():
+            return f"Info: the CA asked to wait; polling for certificate {name} in the background (show cmp outstanding-req)"
+        outcome = task.result()
+        if not outcome.ok:
+            raise CommandFailure(f"cmp {kind} for certificate {name}: {outcome.text}")
+        return f"Info: certificate {name} issued by the CA and installed"
+
+    async def _cmp_transaction(self, tx, out: Outstanding, first: bytes | None):
+        outcome = await self.cmp.run(tx, out, first=first)
+        if outcome.ok:
+            self.install_issued(
+                out.cert_name, out.key_pem.encode(), outcome.cert_der, outcome.chain
+            )
+        return outcome
+
+    def resume_cmp(self) -> None:
+        """Requests journaled by a previous supervisor go on polling."""
+        from supervisor.pki.cmp.client import Transaction
+
+        for entry in self.cmp.journaled():
+            out = Outstanding(
+                entry["kind"],
+                entry["cert_name"],
+                entry["ca_root"],
+                entry["url"],
+                entry["started"],
+                state=entry["state"],
+                next_poll=entry["next_poll"],
+                polls=entry["polls"],
+                key_pem=entry["key_pem"],
+            )
+            try:
+                tx = Transaction.from_journal(
+                    entry["transaction"], rand=os.urandom, now=self.wall.datetime
+                )
+            except Exception as exc:
+                log.error("cannot resume the CMP request for %s: %s", out.cert_name, exc)
+                self.cmp.clear(out.cert_name)
+                continue
+            log.info("resuming the CMP %s request for certificate %s", out.kind, out.cert_name)
+            self._spawn(self._cmp_transaction(tx, out, None))
+
+    def install_issued(
+        self, name: str, key_pem: bytes, cert_der: bytes, chain: tuple[bytes, ...]
+    ) -> None:
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        files = {
+            "cert.pem": x509.load_der_x509_certificate(cert_der).public_bytes(Encoding.PEM),
+            "key.pem": key_pem,
+        }
+        if chain:
+            files["chain.pem"] = b"".join(
+                x509.load_der_x509_certificate(c).public_bytes(Encoding.PEM) for c in chain
+            )
+        entry = self.pki.store.install("certificate", name, files)
+        line = pki_commands._certificate_line("certificate", name, entry, None)
+        config = self.engine.config
+        config.begin()
+        self.engine.config.root.set_line(
+            "certificate",
+            name,
+            line,
+            {"name": name, "generation": entry["generation"]},
+            secret=True,
+            display=line,
+        )
+        config.commit()
+        self.credentials_changed()
+
+    def _valid_certificate(self, name: str) -> bool:
+        from supervisor.pki import credentials as cred
+
+        if ("certificate", name) not in self.pki.store.entries("certificate"):
+            return False
+        cert = cred.load_certificate(self.pki.store.read("certificate", name, "cert.pem"), "pem")
+        return cred.validity_warning(cert, self.wall.datetime()) is None
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
 
     def credentials_changed(self) -> None:
         if self.ctl is None:  # still booting: the first sync follows the binds

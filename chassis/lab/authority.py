@@ -1,0 +1,152 @@
+"""The lab's certificate authority: a root, an intermediate, issuance and revocation.
+
+Everything the CMP server, the OCSP responder and the CRL publisher need to agree on
+lives here, persisted under RUN/lab/ca/ (keys 0600): the CA certificates, and a
+revocation database of every certificate issued. Time comes from an injected clock (the
+chassis's warpable wall clock), so expiry drills move the lab along with the gateway.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from chassis.ipc.rundir import atomic_write
+
+
+def _name(cn: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SeGW Lab"), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+
+def _pem_key(key) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+@dataclass
+class Issued:
+    serial: int
+    subject: str
+    not_after: str
+    revoked_at: str | None = None
+    reason: str | None = None
+
+
+class Authority:
+    """Root -> intermediate -> end entities. CA keys are EC P-256 (fast to make, real chains)."""
+
+    def __init__(self, home: Path, now: Callable[[], dt.datetime], validity_days: int = 365) -> None:
+        self.home, self.now, self.validity_days = Path(home), now, validity_days
+        self.home.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.home, 0o700)
+        if not (self.home / "issuing.crt").exists():
+            self._create()
+        self.root = x509.load_pem_x509_certificate((self.home / "root.crt").read_bytes())
+        self.issuing = x509.load_pem_x509_certificate((self.home / "issuing.crt").read_bytes())
+        self.issuing_key = serialization.load_pem_private_key((self.home / "issuing.key").read_bytes(), None)
+        self.db = self._load_db()
+
+    # --- set-up --------------------------------------------------------------------
+
+    def _create(self) -> None:
+        now = self.now()
+        root_key, issuing_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+        root = self._ca_cert(_name("SeGW Lab Root CA"), root_key, _name("SeGW Lab Root CA"), root_key, now, 1)
+        issuing = self._ca_cert(_name("SeGW Lab Issuing CA"), issuing_key, root.subject, root_key, now, 0)
+        for name, data, mode in (
+            ("root.key", _pem_key(root_key), 0o600),
+            ("issuing.key", _pem_key(issuing_key), 0o600),
+            ("root.crt", root.public_bytes(serialization.Encoding.PEM), 0o644),
+            ("issuing.crt", issuing.public_bytes(serialization.Encoding.PEM), 0o644),
+        ):
+            atomic_write(self.home / name, data, mode)
+
+    @staticmethod
+    def _ca_cert(subject, key, issuer, issuer_key, now, path_length):
+        return (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+            .add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            )
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .sign(issuer_key, hashes.SHA256())
+        )
+
+    # --- issuance ----------------------------------------------------------------------
+
+    def issue(self, subject: x509.Name, public_key, sans: list[x509.GeneralName] = (), days: int | None = None):
+        now = self.now()
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.issuing.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=days or self.validity_days))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(
+                x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True
+            )
+            .add_extension(
+                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                critical=False,
+            )
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.issuing_key.public_key()), critical=False
+            )
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
+        cert = builder.sign(self.issuing_key, hashes.SHA256())
+        self.db[cert.serial_number] = Issued(
+            cert.serial_number, cert.subject.rfc4514_string(), cert.not_valid_after_utc.isoformat()
+        )
+        self._save_db()
+        return cert
+
+    def revoke(self, serial: int, reason: str = "unspecified") -> bool:
+        entry = self.db.get(serial)
+        if entry is None or entry.revoked_at:
+            return False
+        entry.revoked_at, entry.reason = self.now().isoformat(), reason
+        self._save_db()
+        return True
+
+    def status(self, serial: int) -> str:
+        entry = self.db.get(serial)
+        return "unknown" if entry is None else ("revoked" if entry.revoked_at else "good")
+
+    @property
+    def chain(self) -> tuple[x509.Certificate, x509.Certificate]:
+        return self.issuing, self.root
+
+    # --- the revocation database ---------------------------------------------------------
+
+    def _load_db(self) -> dict[int, Issued]:
+        try:
+            raw = json.loads((self.home / "issued.json").read_text())
+        except FileNotFoundError:
+            return {}
+        return {int(k): Issued(**v) for k, v in raw.items()}
+
+    def _save_db(self) -> None:
+        data = {str(k): vars(v) for k, v in self.db.items()}
+        atomic_write(self.home / "issued.json", json.dumps(data, indent=1).encode(), 0o600)
