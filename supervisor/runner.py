@@ -427,9 +427,11 @@ class Supervisor:
 
     def resume_cmp(self) -> None:
         """Requests journaled by a previous supervisor go on polling."""
-        from supervisor.pki.cmp.client import Transaction
-
         for entry in self.cmp.journaled():
+            from supervisor.pki.cmp.client import (
+                Transaction,
+            )  # ASN.1 modules: slow, load when needed
+
             out = Outstanding(
                 entry["kind"],
                 entry["cert_name"],
