@@ -55,6 +55,25 @@ def endpoints(topology: Topology, run: RunDir) -> dict[str, str]:
     return {n: run.endpoint(n) for n in names}
 
 
+LAB_PEERS = {"ca": "chassis.lab.ca_server"}  # lab: section key -> process module
+
+
+def lab_endpoints(topology: Topology) -> dict[str, dict]:
+    """Addresses of the simulated outside world (loopback, kernel-chosen ports)."""
+    out = {}
+    if "ca" in topology.lab:
+        conf = topology.lab["ca"] or {}
+        base = f"http://127.0.0.1:{free_tcp_port()}"
+        out["ca"] = {
+            "url": f"{base}/pkix/",
+            "root": f"{base}/ca/root.crt",
+            "issuing": f"{base}/ca/issuing.crt",
+            "admin": f"{base}/admin",
+            "psk": str(conf.get("psk", "lab-secret")),
+        }
+    return out
+
+
 def prepare(topology: Topology, run: RunDir) -> dict:
     """Create the run directory, keys and manifest (before any process starts)."""
     run.create()
@@ -70,6 +89,7 @@ def prepare(topology: Topology, run: RunDir) -> dict:
         },
         "endpoints": endpoints(topology, run),
         "topology": topology.to_dict(),
+        "lab": lab_endpoints(topology),
     }
     run.write_json(run.manifest_path, manifest)
     return manifest
@@ -101,6 +121,7 @@ class Backplane:
         self.node = Node(run.keys, "backplane")
         self.bus: Channel | None = None
         self.stopping = asyncio.Event()
+        self.lab: dict[str, tuple[subprocess.Popen, int]] = {}
 
     # --- processes ---------------------------------------------------------
 
@@ -169,8 +190,38 @@ class Backplane:
         slot.restarts += 1
         self.start(slot)
 
+    async def start_lab(self) -> None:
+        """Lab peers come first: the boot configuration may enroll with the lab CA."""
+        for name in self.manifest.get("lab", {}):
+            with open(self.run.logs / f"lab-{name}.log", "ab") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", LAB_PEERS[name], "--run-dir", str(self.run.root)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=partial(procs.die_with_parent, os.getpid()),
+                    close_fds=True,
+                )
+            self.lab[name] = (proc, procs.start_time(proc.pid) or 0)
+            self.save_pids()
+        for name, (proc, _) in self.lab.items():
+            url = self.manifest["lab"][name]["url"]
+            host, port = url.split("//")[1].split("/")[0].split(":")
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    with socket.create_connection((host, int(port)), timeout=0.2):
+                        break
+                except OSError:
+                    await asyncio.sleep(0.02)
+            else:
+                log.error("lab %s did not come up (see logs/lab-%s.log)", name, name)
+
     def save_pids(self) -> None:
         records = {"backplane": {"pid": os.getpid(), "start": procs.start_time(os.getpid())}}
+        for name, (proc, started) in self.lab.items():
+            if proc.poll() is None:
+                records[f"lab-{name}"] = {"pid": proc.pid, "start": started}
         for s in self.slots.values():
             if s.pid is not None:
                 records[str(s.card.slot)] = {"pid": s.pid, "start": s.started_ticks}
@@ -252,6 +303,13 @@ class Backplane:
                 }
                 for s in self.slots.values()
             ],
+            "lab": {
+                name: {
+                    "pid": proc.pid if proc.poll() is None else None,
+                    "url": self.manifest["lab"][name]["url"],
+                }
+                for name, (proc, _) in self.lab.items()
+            },
         }
 
     # --- main loop -----------------------------------------------------------
@@ -273,6 +331,7 @@ class Backplane:
 
     def shutdown(self) -> None:
         records = [(s.proc.pid, s.started_ticks) for s in self.slots.values() if s.pid]
+        records += [(p.pid, started) for p, started in self.lab.values() if p.poll() is None]
         for s in self.slots.values():
             s.expect_exit = True
         left = procs.stop_verified(records)

@@ -182,6 +182,25 @@ def cli(run_dir, card):
     sys.exit(code)
 
 
+@main.group()
+def fault() -> None:
+    """Inject faults into a running chassis."""
+
+
+@fault.command("warp")
+@RUN_DIR
+@click.option("--days", type=float, default=0.0, help="Days to move the wall clock forward.")
+@click.option("--hours", type=float, default=0.0, help="Hours to move the wall clock forward.")
+def fault_warp(run_dir, days, hours):
+    """Move the wall clock of the supervisor and the lab forward (expiry, auto-update, traps)."""
+    chassis = open_chassis(run_dir)
+    try:
+        result = chassis.warp(days * 86400 + hours * 3600)
+    except (api.ChassisError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"wall clock now {result['now']} (offset {result['offset']:+.0f} s)")
+
+
 @main.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 def validate(files):

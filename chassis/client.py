@@ -169,6 +169,23 @@ class Chassis:
                     break
         return results
 
+    def warp(self, seconds: float) -> dict:
+        """Move the wall clock of the supervisor and of the lab peers forward (expiry drills).
+
+        Liveness and protocol timers run on the monotonic clock and are not affected."""
+        with self._client("cli", "mgmt") as c:
+            reply = c.call("clock.warp", {"seconds": seconds})
+        if not reply.ok:
+            raise ChassisError(reply.error)
+        for peer in self.manifest.get("lab", {}).values():
+            if "admin" in peer:
+                import httpx
+
+                httpx.post(
+                    peer["admin"], json={"warp": seconds}, timeout=5, trust_env=False
+                ).raise_for_status()
+        return reply.result
+
     def down(self, timeout: float = 10.0) -> None:
         """Stop everything this chassis started; no orphan, no socket file survives."""
         down(self.run.root, timeout=timeout)

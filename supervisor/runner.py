@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
+import re
 import secrets
 import signal
 import sys
@@ -43,6 +45,7 @@ from supervisor.fanout import STREAMS, Fanout
 from supervisor.pki import cmp_commands
 from supervisor.pki import commands as pki_commands
 from supervisor.pki.enrollment import CmpService, Outstanding
+from supervisor.pki.expiry import ExpiryWatch
 from supervisor.pki.service import PkiService
 from supervisor.workers import Workers
 
@@ -62,6 +65,30 @@ def card_topic(slot: int) -> bytes:
 
 
 BEACON_TOPIC = b"beacon\0"
+
+
+def _read_json(path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _modulus(key_pem: str) -> int:
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    return load_pem_private_key(
+        key_pem.encode(), None, unsafe_skip_rsa_key_validation=True
+    ).key_size
+
+
+def lab_placeholders(text: str, lab: dict) -> str:
+    """`${lab.ca.url}` and friends: the lab's addresses are chosen when the chassis starts."""
+
+    def value(m: re.Match) -> str:
+        return str(lab.get(m.group(1), {}).get(m.group(2), m.group(0)))
+
+    return re.sub(r"\$\{lab\.(\w+)\.(\w+)\}", value, text)
 
 
 class System:
@@ -123,6 +150,10 @@ class Supervisor:
         self.pki = PkiService(run.root, run.keys, self.workers, self.wall.datetime)
         self.vsm_fetch: dict[int, dict] = {}  # ASR 9000: what each VSM fetched
         self.cmp = CmpService(run.flash / "cmp-journal", self.wall.datetime, os.urandom)
+        self.origins = _read_json(run.flash / "cmp-origins.json")  # cert -> {url, ca, modulus}
+        self.expiry = ExpiryWatch(_read_json(run.flash / "expiry-marks.json"))
+        self._not_after: dict[tuple[str, int], object] = {}
+        self._updating: set[str] = set()
         self.engine = Engine(System(self), plugins=[pki_commands.register, cmp_commands.register])
         self.published_version = -1
         self.sessions: dict[str, object] = {}
@@ -160,7 +191,10 @@ class Supervisor:
                 "active",
                 os.getpid(),
             )
-            for err in await self.engine.apply_boot_async(self.topology.get("startup_config", "")):
+            boot = lab_placeholders(
+                self.topology.get("startup_config", ""), self.manifest.get("lab", {})
+            )
+            for err in await self.engine.apply_boot_async(boot):
                 # The line itself may hold key data: log its number and the reason only.
                 log.warning("boot configuration line %d: %s", err.line_no, err.message)
             await self.restore_from_store()
@@ -267,7 +301,7 @@ class Supervisor:
 
     async def _tick(self) -> None:
         step = self.interval / 4
-        beat = beacon = 0.0
+        beat = beacon = expiry = 0.0
         while True:
             await asyncio.sleep(step)
             self.ctl.pump()  # deadlines only after every queued heartbeat
@@ -287,6 +321,12 @@ class Supervisor:
                 beacon = now
                 self.pub.send(self.fanout.beacon(), topic=BEACON_TOPIC)
             self.publish_config()
+            if now - expiry >= 1.0:
+                expiry = now
+                try:
+                    self.expiry_check()
+                except Exception:  # a bad certificate must not stop the heartbeats
+                    log.exception("certificate expiry check")
             if self.cards.take_changed():
                 self.bp.send(CardStates(self.cards.states()))
 
@@ -339,8 +379,9 @@ class Supervisor:
 
     # --- CMPv2 ------------------------------------------------------------------------
 
-    async def cmp_enroll(self, kind: str, args: dict, boot: bool) -> str:
-        """Run one CMP transaction; return when it ends, or once the CA makes it wait."""
+    async def cmp_enroll(self, kind: str, args: dict, boot: bool, wait_all: bool = False) -> str:
+        """Run one CMP transaction; return when it ends, or once the CA makes it wait
+        (`wait_all`: only when it ends)."""
         from cryptography.hazmat.primitives.serialization import Encoding
 
         from supervisor.pki import credentials as cred
@@ -408,6 +449,8 @@ class Supervisor:
         )
         out.key_pem = key_pem.decode()
         task = self._spawn(self._cmp_transaction(tx, out, first))
+        if wait_all:
+            await task
         while not task.done() and out.state != "polling":
             await asyncio.wait({task}, timeout=0.02)
         if not task.done():
@@ -628,6 +671,19 @@ class Supervisor:
         msg = env.msg
         if isinstance(msg, Request) and msg.method == "ping":  # round-trip probe (benchmarks)
             self.cli.reply(inc, True, msg.args)
+            return
+        if isinstance(msg, Request) and msg.method == "clock.warp":  # fault: move the wall clock
+            seconds = msg.args.get("seconds")
+            if not isinstance(seconds, (int, float)) or isinstance(seconds, bool):
+                self.cli.reply(inc, False, error="clock.warp needs a number of seconds")
+                return
+            self.wall.warp(float(seconds))
+            log.warning(
+                "wall clock warped by %+.0f s, now %s", seconds, self.wall.datetime().isoformat()
+            )
+            self.cli.reply(
+                inc, True, {"now": self.wall.datetime().isoformat(), "offset": self.wall.offset}
+            )
             return
         if not isinstance(msg, Request) or not msg.method.startswith("cli."):
             self.cli.send(Error(env.id, f"CLI socket does not handle {env.type}"), to=inc.peer)

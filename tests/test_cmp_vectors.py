@@ -164,8 +164,10 @@ def test_ir_ip_views():
     req = ir.requests[0]
     assert req.cert_req_id == 0 and req.subject.rfc4514_string() == "CN=Chassis"
     assert req.popo == "signature" and protection.verify_popo(req)
-    rsp_spki = cert("rsp.crt").public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    rsp_spki = (
+        cert("rsp.crt")
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     assert req.public_key_der == rsp_spki
 
@@ -286,7 +288,9 @@ def test_built_messages_protect_and_round_trip():
             v = protection.verify(msg, secret=SECRET, trust_anchor_der=der("ca.crt"), now=NOW)
             assert v.method == ("pbm" if prot is pbm else "signature")
             assert msg.header.free_text == ("hello",)
-            assert msg.header.sender_kid == (b"ref" if prot is pbm else protection.subject_key_id(cert("srv.crt")))
+            assert msg.header.sender_kid == (
+                b"ref" if prot is pbm else protection.subject_key_id(cert("srv.crt"))
+            )
     kup = decode(encode_message(header, bodies[1])).responses
     assert kup[1].status.fail_info == ("badPOP", "badCertTemplate")
     assert kup[1].cert_req_id == 1 and kup[0].cert_der is None
@@ -314,8 +318,16 @@ def test_cert_request_with_sans_and_rsa_sha1():
 
 @pytest.mark.parametrize(
     "data",
-    [b"", b"\x30", b"\x30\x00", b"\x30\x03\x02\x01\x02", b"\x04\x00", raw("ir_ip.der")[:-1],
-     raw("ir_ip.der") + b"\x00", b"\x30\x84\xff\xff\xff\xff"],
+    [
+        b"",
+        b"\x30",
+        b"\x30\x00",
+        b"\x30\x03\x02\x01\x02",
+        b"\x04\x00",
+        raw("ir_ip.der")[:-1],
+        raw("ir_ip.der") + b"\x00",
+        b"\x30\x84\xff\xff\xff\xff",
+    ],
 )
 def test_malformed_is_cmp_error(data):
     with pytest.raises(CmpError):

@@ -24,7 +24,12 @@ from chassis.ipc.rundir import atomic_write
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SeGW Lab"), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SeGW Lab"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
 
 
 def _pem_key(key) -> bytes:
@@ -45,7 +50,9 @@ class Issued:
 class Authority:
     """Root -> intermediate -> end entities. CA keys are EC P-256 (fast to make, real chains)."""
 
-    def __init__(self, home: Path, now: Callable[[], dt.datetime], validity_days: int = 365) -> None:
+    def __init__(
+        self, home: Path, now: Callable[[], dt.datetime], validity_days: int = 365
+    ) -> None:
         self.home, self.now, self.validity_days = Path(home), now, validity_days
         self.home.mkdir(parents=True, exist_ok=True)
         os.chmod(self.home, 0o700)
@@ -53,16 +60,25 @@ class Authority:
             self._create()
         self.root = x509.load_pem_x509_certificate((self.home / "root.crt").read_bytes())
         self.issuing = x509.load_pem_x509_certificate((self.home / "issuing.crt").read_bytes())
-        self.issuing_key = serialization.load_pem_private_key((self.home / "issuing.key").read_bytes(), None)
+        self.issuing_key = serialization.load_pem_private_key(
+            (self.home / "issuing.key").read_bytes(), None
+        )
         self.db = self._load_db()
 
     # --- set-up --------------------------------------------------------------------
 
     def _create(self) -> None:
         now = self.now()
-        root_key, issuing_key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-        root = self._ca_cert(_name("SeGW Lab Root CA"), root_key, _name("SeGW Lab Root CA"), root_key, now, 1)
-        issuing = self._ca_cert(_name("SeGW Lab Issuing CA"), issuing_key, root.subject, root_key, now, 0)
+        root_key, issuing_key = (
+            ec.generate_private_key(ec.SECP256R1()),
+            ec.generate_private_key(ec.SECP256R1()),
+        )
+        root = self._ca_cert(
+            _name("SeGW Lab Root CA"), root_key, _name("SeGW Lab Root CA"), root_key, now, 1
+        )
+        issuing = self._ca_cert(
+            _name("SeGW Lab Issuing CA"), issuing_key, root.subject, root_key, now, 0
+        )
         for name, data, mode in (
             ("root.key", _pem_key(root_key), 0o600),
             ("issuing.key", _pem_key(issuing_key), 0o600),
@@ -83,15 +99,24 @@ class Authority:
             .not_valid_after(now + dt.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
             .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                critical=True,
             )
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(
+                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
+            )
             .sign(issuer_key, hashes.SHA256())
         )
 
     # --- issuance ----------------------------------------------------------------------
 
-    def issue(self, subject: x509.Name, public_key, sans: list[x509.GeneralName] = (), days: int | None = None):
+    def issue(
+        self,
+        subject: x509.Name,
+        public_key,
+        sans: list[x509.GeneralName] = (),
+        days: int | None = None,
+    ):
         now = self.now()
         builder = (
             x509.CertificateBuilder()
@@ -103,14 +128,18 @@ class Authority:
             .not_valid_after(now + dt.timedelta(days=days or self.validity_days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
-                x509.KeyUsage(True, False, True, False, False, False, False, False, False), critical=True
+                x509.KeyUsage(True, False, True, False, False, False, False, False, False),
+                critical=True,
             )
             .add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                x509.ExtendedKeyUsage(
+                    [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+                ),
                 critical=False,
             )
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.issuing_key.public_key()), critical=False
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.issuing_key.public_key()),
+                critical=False,
             )
         )
         if sans:

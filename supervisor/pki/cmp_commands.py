@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from supervisor.cli import CommandFailure, Deferred, Result
+from supervisor.cli import CommandFailure, Deferred, Result, SetLine
 from supervisor.cli.grammar import Grammar
 
 NAME = "NAME(1-256)"
@@ -130,7 +130,42 @@ def _clear_statistics(args: dict, ctx: Any) -> None:
     ctx.system.cmp.clear_statistics()
 
 
+def _cert_trap(args: dict, ctx: Any) -> None:
+    SetLine("cmp-cert-trap", data=lambda a: {"hours": a["hours"]})(args, ctx)
+
+
 def register(g: Grammar) -> None:
+    g.command(
+        "config",
+        "cmp cert-trap time <hours:INT(1-8760)>",
+        _cert_trap,
+        no="cmp cert-trap",
+        help={
+            **HELP,
+            "cert-trap": "An SNMP trap before a certificate expires",
+            "time": "Hours before expiry",
+        },
+    )
+    g.command(
+        "config",
+        "snmp target <name:NAME(1-64)> <address:IPADDR> [ port <port:INT(1-65535)> ] community <community:STRING(1-64)>",
+        SetLine(
+            "snmp-target",
+            "name",
+            data=lambda a: {
+                "address": a["address"],
+                "port": a.get("port") or 162,
+                "community": a["community"],
+            },
+        ),
+        no="snmp target <name:NAME(1-64)>",
+        help={
+            "snmp": "SNMP settings",
+            "target": "A receiver of SNMPv2c notifications",
+            "port": "UDP port (default 162)",
+            "community": "Community string",
+        },
+    )
     g.command(
         "exec",
         f"cmp initialize {MODULUS} cert-name <cert:{NAME}> subject-name <subject:STRING(1-256)> "
