@@ -317,9 +317,10 @@ class Backplane:
     async def serve(self) -> None:
         self.node.start_auth()
         self.bus = self.node.router(self.manifest["endpoints"]["backplane"])
+        self.bus.listen(self._receive)
+        await self.start_lab()
         for slot in self.slots.values():
             self.start(slot)
-        self.bus.listen(self._receive)
         await self.stopping.wait()
         self.shutdown()
 

@@ -413,6 +413,12 @@ class Supervisor:
                 store.read("certificate", old, "cert.pem"), "pem"
             ).public_bytes(Encoding.DER)
             old_key = store.read("certificate", old, "key.pem")
+            old_chain = ()
+            if "chain.pem" in entries[("certificate", old)]["files"]:
+                from cryptography import x509
+
+                pems = x509.load_pem_x509_certificates(store.read("certificate", old, "chain.pem"))
+                old_chain = tuple(c.public_bytes(Encoding.DER) for c in pems)
         reuse = self.engine.config.root.get("cmp-cert-store")
         reuse_from = args["old"] if kind == "kur" else name
         entry = entries.get(("certificate", reuse_from))
@@ -431,7 +437,8 @@ class Supervisor:
         if kind == "ir":
             protection = Protection(secret=args["psk"].encode(), reference=name.encode())
         else:
-            protection = Protection(cert_der=old_der, key_pem=old_key)
+            # The intermediates go along in extraCerts, so the CA can build our chain.
+            protection = Protection(cert_der=old_der, key_pem=old_key, extra_certs=old_chain)
         enrollment = Enrollment(
             kind=kind,
             new_key_pem=key_pem,

@@ -412,9 +412,16 @@ def test_unprotected_response():
     assert drive(new_tx(), MiniCA(protect=False)) == Failed("unprotected response")
 
 
-def test_unexpected_sender():
-    failed = drive(new_tx(enrollment(recipient="/CN=Somebody Else")), MiniCA())
+def test_unexpected_sender_of_a_signed_response():
+    e = enrollment(kind="cr", recipient="/CN=Somebody Else")
+    failed = drive(new_tx(e, signed()), MiniCA())
     assert failed.reason == "unexpected sender 'CN=Test Issuing CA'"
+
+
+def test_sender_of_a_pbm_response_is_not_compared():
+    """Like OpenSSL's mock, which answers as its own certificate's subject."""
+    done = drive(new_tx(enrollment(recipient="/CN=CMP_Mock_Server")), MiniCA())
+    assert isinstance(done, Done)
 
 
 def test_signed_response_needs_a_root():

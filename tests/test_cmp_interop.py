@@ -38,7 +38,6 @@ from supervisor.pki.cmp import (
 )
 
 OPENSSL = shutil.which("openssl")
-pytestmark = pytest.mark.skipif(OPENSSL is None, reason="openssl command not installed")
 SECRET = b"1234-5678"
 MOCK = "/CN=CMP Mock Server"
 _serial = itertools.count()
@@ -128,14 +127,15 @@ def mock(pki):
         with log.open("wb") as err:
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err, cwd=d)
         procs.append(proc)
-        deadline, seen = time.monotonic() + 10, ""
-        while time.monotonic() < deadline:  # warnings may come first on stdout
-            ready, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
-            line = proc.stdout.readline().decode() if ready else ""
-            seen += line
-            if m := re.search(r"ACCEPT \S*:(\d+)", line):
+        deadline, seen = time.monotonic() + 10, b""
+        fd = proc.stdout.fileno()  # raw reads: a buffered readline could hide data from select
+        while (left := deadline - time.monotonic()) > 0:  # warnings may come first on stdout
+            ready, _, _ = select.select([fd], [], [], left)
+            chunk = os.read(fd, 4096) if ready else b""
+            seen += chunk
+            if m := re.search(rb"ACCEPT \S*:(\d+)", seen):
                 return Mock(proc, int(m.group(1)), log)
-            if not line:
+            if not chunk:
                 break
         raise AssertionError(f"mock did not start: {seen!r} {log.read_text()}")
 

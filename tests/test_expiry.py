@@ -26,7 +26,9 @@ def test_the_trap_fires_once_per_crossing_and_rearms_after_renewal():
     assert w.due({"gw": (1, NOT_AFTER)}, late + dt.timedelta(hours=1), trap_hours=24, auto={}) == []
     renewed = NOT_AFTER + dt.timedelta(days=365)
     assert w.due({"gw": (2, renewed)}, late, trap_hours=24, auto={}) == []  # re-armed, not yet due
-    assert kinds(w.due({"gw": (2, renewed)}, renewed - dt.timedelta(hours=1), 24, {})) == [("trap", "gw")]
+    assert kinds(w.due({"gw": (2, renewed)}, renewed - dt.timedelta(hours=1), 24, {})) == [
+        ("trap", "gw")
+    ]
 
 
 def test_the_update_backs_off_while_the_ca_fails_and_stops_once_renewed():

@@ -130,15 +130,11 @@ def _clear_statistics(args: dict, ctx: Any) -> None:
     ctx.system.cmp.clear_statistics()
 
 
-def _cert_trap(args: dict, ctx: Any) -> None:
-    SetLine("cmp-cert-trap", data=lambda a: {"hours": a["hours"]})(args, ctx)
-
-
 def register(g: Grammar) -> None:
     g.command(
         "config",
         "cmp cert-trap time <hours:INT(1-8760)>",
-        _cert_trap,
+        SetLine("cmp-cert-trap", data=lambda a: {"hours": a["hours"]}),
         no="cmp cert-trap",
         help={
             **HELP,

@@ -42,7 +42,10 @@ async def post(url: str, der: bytes, timeout: float = HTTP_TIMEOUT) -> bytes:
     for attempt in range(HTTP_TRIES):
         try:
             async with httpx.AsyncClient(timeout=timeout, trust_env=False) as http:
-                resp = await http.post(url, content=der, headers={"Content-Type": CONTENT_TYPE})
+                # One connection per message (RFC 6712); say so, since OpenSSL's server
+                # cancels a transaction whose kept-alive connection just drops.
+                headers = {"Content-Type": CONTENT_TYPE, "Connection": "close"}
+                resp = await http.post(url, content=der, headers=headers)
             if resp.status_code != 200:
                 raise TransportError(f"HTTP {resp.status_code} from {url}")
             if resp.headers.get("content-type", "").split(";")[0].strip() != CONTENT_TYPE:
@@ -69,6 +72,7 @@ class Outstanding:
     next_poll: float | None = None  # wall-clock seconds
     polls: int = 0
     key_pem: str = ""  # the new key pair being certified (journaled, 0600)
+    tx_id: int = 0
     wake: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
 
@@ -98,6 +102,7 @@ class CmpService:
         self.results: Counter[tuple[str, str]] = Counter()  # (transaction type, success|failure)
         self.history: deque[dict] = deque(maxlen=100)
         self.outstanding: dict[str, Outstanding] = {}
+        self._seen: dict[int, tuple[Counter, Counter]] = {}  # per transaction: counts carried over
 
     # --- one transaction -----------------------------------------------------------------
 
@@ -106,6 +111,7 @@ class CmpService:
         from supervisor.pki.cmp.client import Done, Failed, Send, Wait
 
         self.outstanding[out.cert_name] = out
+        out.tx_id = id(tx)
         self._journal(tx, out)
         try:
             step = Wait(0.0) if first is None else await self._exchange(tx, out, first)
@@ -128,26 +134,34 @@ class CmpService:
                         except TransportError:
                             pass
                     self.failed[out.kind] += 1
-                    reason = step.reason + (
-                        f" ({', '.join(step.fail_info)})" if step.fail_info else ""
-                    )
-                    if step.status_strings:
-                        reason += ": " + "; ".join(step.status_strings)
+                    reason = step.reason
+                    extra = [f for f in step.fail_info if f not in reason]
+                    if extra:
+                        reason += f" ({', '.join(extra)})"
+                    texts = [t for t in step.status_strings if t not in reason]
+                    if texts:
+                        reason += ": " + "; ".join(texts)
                     return self._finish(out, Outcome(False, reason))
         except TransportError as exc:
             self.failed[out.kind] += 1
             return self._finish(out, Outcome(False, str(exc)))
 
     async def _exchange(self, tx, out: Outstanding, der: bytes):
-        kind = _body_type(der)
-        self.sent[kind] += 1
+        # The transaction counts what it builds and parses; carry its new counts over.
+        seen_sent, seen_received = self._seen.setdefault(id(tx), (Counter(), Counter()))
+        new = tx.sent - seen_sent
+        self.sent.update(new)
+        seen_sent.update(new)
         try:
             answer = await self.transport(out.url, der)
         except TransportError:
-            self.failed[kind] += 1
+            self.failed.update(new)
             raise
-        self.received[_body_type(answer)] += 1
-        return tx.receive(answer)
+        step = tx.receive(answer)
+        got = tx.received - seen_received
+        self.received.update(got or Counter(malformed=1))
+        seen_received.update(got)
+        return step
 
     async def _sleep_until(self, out: Outstanding) -> None:
         """Wait for checkAfter (by the wall clock, so a warp or `cmp poll` cuts it short)."""
@@ -168,6 +182,7 @@ class CmpService:
 
     def _finish(self, out: Outstanding, outcome: Outcome) -> Outcome:
         self.outstanding.pop(out.cert_name, None)
+        self._seen.pop(out.tx_id, None)
         (self.journal_dir / f"{out.cert_name}.json").unlink(missing_ok=True)
         self.results[(out.kind, "success" if outcome.ok else "failure")] += 1
         self.history.append(
@@ -227,12 +242,3 @@ class CmpService:
     def clear_statistics(self) -> None:
         for counter in (self.sent, self.received, self.failed, self.results):
             counter.clear()
-
-
-def _body_type(der: bytes) -> str:
-    from supervisor.pki.cmp import codec
-
-    try:
-        return codec.decode(der).body_type
-    except Exception:  # noqa: BLE001 - counted as what it is: garbage
-        return "malformed"

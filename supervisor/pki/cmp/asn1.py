@@ -119,7 +119,7 @@ def der_decode(der: bytes, spec):
     try:
         value, rest = decoder.decode(der, asn1Spec=spec)
     except Exception as e:  # pyasn1 raises several unrelated types on hostile input
-        raise CmpError(f"bad DER ({type(e).__name__}: {_first_line(e)})") from None
+        raise CmpError(f"bad DER ({type(e).__name__}: {first_line(e)})") from None
     if rest:
         raise CmpError(f"{len(rest)} trailing bytes after the DER value")
     return value
@@ -129,7 +129,7 @@ def der_encode(value) -> bytes:
     return encoder.encode(value)
 
 
-def _first_line(e: BaseException) -> str:
+def first_line(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return text[0][:120] if text else "no detail"
 

@@ -10,11 +10,14 @@ HTTP response body to `receive()`, which never raises: anything wrong becomes `F
                          rejection of the certificate) first and feed the answer back
 
 Every response is checked before anything in it is used: protection (PBM with our secret, or
-a signature chaining to the configured ca-root), sender (must be the configured recipient, if
-any), transactionID, recipNonce (= the senderNonce we sent last, so an old or replayed response
-fails) and certReqId. messageTime is not checked: the lab clock can be warped, and OpenSSL's
-mock does not check it either. An issued certificate must carry our new public key and, when a
-ca-root is configured, chain to it; otherwise we reject it with a certConf.
+a signature chaining to the configured ca-root), sender, transactionID, recipNonce (= the
+senderNonce we sent last, so an old or replayed response fails) and certReqId. The sender of a
+signed response must be the configured recipient, if any (and is always the signer's subject);
+a PBM-protected response is authenticated by the secret, and its sender is not compared, since
+OpenSSL's mock answers as its -srv_cert subject whatever recipient was named. messageTime is
+not checked: the lab clock can be warped, and OpenSSL's mock does not check it either. An
+issued certificate must carry our new public key and, when a ca-root is configured, chain to
+it; otherwise we reject it with a certConf.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 
 from supervisor.pki.cmp import codec, protection
-from supervisor.pki.cmp.asn1 import CmpError, same_name
+from supervisor.pki.cmp.asn1 import CmpError, first_line, same_name
 from supervisor.pki.cmp.codec import (
     ACCEPTED,
     GRANTED_WITH_MODS,
@@ -161,6 +165,13 @@ def _san(id_type: str, value: str) -> x509.GeneralName:
     if id_type == "rfc822-addr":
         return x509.RFC822Name(value)
     raise ValueError(f"unknown id type {id_type!r}")
+
+
+def _cert_spki(cert: x509.Certificate) -> bytes | None:
+    try:
+        return _spki(cert.public_key())
+    except (ValueError, UnsupportedAlgorithm):  # a key type we cannot load is not ours
+        return None
 
 
 def _spki(public_key) -> bytes:
@@ -296,7 +307,7 @@ class Transaction:
         except CmpError as e:
             step = Failed(f"malformed response: {e}")
         except Exception as e:  # a peer must not be able to crash the runner
-            step = Failed(f"malformed response: {type(e).__name__}: {e}")
+            step = Failed(f"malformed response: {type(e).__name__}: {first_line(e)}")
         if isinstance(step, Failed) and self.state is not State.REJECT_ACK:
             self._failure = step
             self._go("fail")
@@ -305,8 +316,8 @@ class Transaction:
     def _count(self, der: bytes) -> None:
         try:
             self.received[codec.decode(der).body_type] += 1
-        except Exception:
-            pass
+        except CmpError:
+            pass  # statistics only: a garbled answer is simply not counted
 
     def _receive(self, der: bytes) -> Step:
         msg = codec.decode(der)
@@ -335,7 +346,7 @@ class Transaction:
         """Protection, sender, transactionID, recipNonce: failures end the transaction. An
         error message that fails them is reported as unverifiable, with what it claims."""
         try:
-            protection.verify(
+            verified = protection.verify(
                 msg,
                 secret=self.protection.secret,
                 trust_anchor_der=self.enrollment.ca_root_der,
@@ -349,7 +360,11 @@ class Transaction:
             raise _Reject(Failed(f"bad response protection: {e}")) from None
         h = msg.header
         problem = None
-        if self._recipient is not None and not same_name(h.sender, self._recipient):
+        # A signature only proves a certificate under ca-root, which may be any end entity's:
+        # the name is what says it is the CA. With PBM the shared secret is the proof, and
+        # OpenSSL's mock answers as its -srv_cert whatever recipient we named.
+        named = verified.method == "signature" and self._recipient is not None
+        if named and not same_name(h.sender, self._recipient):
             shown = h.sender.rfc4514_string() if h.sender is not None else "a non-DN name"
             problem = f"unexpected sender {shown!r}"
         elif h.transaction_id != self.transaction_id:
@@ -387,7 +402,7 @@ class Transaction:
         pool = [c for c in map(_load, (*msg.extra_certs, *msg.ca_pubs)) if c is not None]
         root = self.enrollment.ca_root_der
         problem, chain = None, ()
-        if _spki(cert.public_key()) != _spki(self._new_key.public_key()):
+        if _cert_spki(cert) != _spki(self._new_key.public_key()):
             problem = "public key mismatch"
         elif root is not None:
             try:

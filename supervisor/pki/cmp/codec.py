@@ -175,7 +175,7 @@ def decode(der: bytes) -> Message:
     except CmpError:
         raise
     except Exception as e:  # pyasn1 and cryptography reject hostile values in many ways
-        raise CmpError(f"bad field value ({type(e).__name__}: {asn1._first_line(e)})") from None
+        raise CmpError(f"bad field value ({type(e).__name__}: {asn1.first_line(e)})") from None
 
 
 def encode(message: Message) -> bytes:

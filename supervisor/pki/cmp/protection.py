@@ -134,7 +134,7 @@ class SignatureProtector:
 def subject_key_id(cert: x509.Certificate) -> bytes | None:
     try:
         return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, ValueError):  # extensions are parsed lazily: may be junk
         return None
 
 
@@ -189,7 +189,11 @@ def _find_signer(msg: Message, alg: str, candidates: list[x509.Certificate]) -> 
     for cert in named:
         if kid is not None and subject_key_id(cert) not in (None, kid):
             continue
-        if algs.verify(cert.public_key(), alg, msg.protected_part, msg.protection or b""):
+        try:
+            public_key = cert.public_key()
+        except (ValueError, UnsupportedAlgorithm):
+            continue
+        if algs.verify(public_key, alg, msg.protected_part, msg.protection or b""):
             return cert
     raise ProtectionError("bad signature")
 
@@ -202,7 +206,7 @@ def _check_time(cert: x509.Certificate, now: datetime | None) -> None:
 def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature):
+    except (ValueError, TypeError, InvalidSignature, UnsupportedAlgorithm):
         return False
     return True
 
@@ -210,7 +214,7 @@ def _issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 def _is_ca(cert: x509.Certificate) -> bool:
     try:
         return cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
+    except (x509.ExtensionNotFound, ValueError):
         return False
 
 

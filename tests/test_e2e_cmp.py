@@ -1,0 +1,296 @@
+"""CMPv2 on a live chassis: the lab CA (real issuance, key rollover, polling, failures,
+restart mid-poll) and the real OpenSSL mock CA (`openssl cmp -port 0`), driven through
+the StarOS commands and checked in `show cmp history` / `show cmp statistics`."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import httpx
+import pytest
+from cryptography import x509
+from helpers import slot_pid, wait_until, write_topology
+from test_cmp_interop import SECRET, mock, pbm_server, pki  # noqa: F401  (fixtures)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+LAB = """\
+name: {name}
+platform: asr5500
+cards:
+  5: {{type: mio, role: active}}
+  1: {{type: dpc, role: active}}
+lab:
+  ca: {{psk: s3cret}}
+startup-config: |
+  config
+    ca-certificate name lab-root pem url ${{lab.ca.root}}
+  end
+  cmp initialize modulus 2048 cert-name segw subject-name "/O=Lab/CN=segw.example.net" ca-psk s3cret ca-root lab-root ca-url ${{lab.ca.url}}
+"""
+
+
+def history(ch):
+    return ch.exec("show cmp history")[0].data["history"]
+
+
+def certificate(ch, name="segw"):
+    data = ch.exec(f"show certificate name {name}")[0].data
+    return data["items"][0] if data else None
+
+
+def lab_admin(ch, **changes):
+    url = ch.manifest["lab"]["ca"]["admin"]
+    resp = (
+        httpx.post(url, json=changes, timeout=5, trust_env=False)
+        if changes
+        else httpx.get(url, timeout=5)
+    )
+    resp.raise_for_status()
+    return resp.json()
+
+
+@pytest.fixture
+def lab(chassis_factory, tmp_path):
+    ch = chassis_factory(write_topology(tmp_path, LAB.format(name="cmplab")))
+    wait_until(lambda: certificate(ch), 10, what="boot-time enrolment")
+    return ch
+
+
+def update(ch, name="segw", ca="lab-root"):
+    return ch.exec(
+        f"cmp update current-cert {name} modulus 2048 ca-root {ca} ca-url {ch.manifest['lab']['ca']['url']}"
+    )[0]
+
+
+def test_boot_enrolment_issues_from_the_lab_ca_and_reaches_the_cards(lab):
+    cert = certificate(lab)
+    assert cert["issuer"] == "CN=SeGW Lab Issuing CA,O=SeGW Lab"
+    assert cert["subject"] == "CN=segw.example.net,O=Lab"
+    assert history(lab)[-1] | {"time": None} == {
+        "time": None,
+        "type": "ir",
+        "cert": "segw",
+        "ca": "lab-root",
+        "result": "success",
+        "reason": "",
+        "polls": 0,
+    }
+    wait_until(
+        lambda: certificate(lab)["cards"] == {"1": f"v{certificate(lab)['generation']}"},
+        5,
+        what="fan-out",
+    )
+    # The chain went into the store with it; the lab's database knows the serial.
+    assert lab_admin(lab)["counts"]["issued"] == 1
+
+
+def test_key_update_rolls_the_key_and_enroll_signs_with_the_current_certificate(lab):
+    before = certificate(lab)
+    res = update(lab)
+    assert not res.error, res.output
+    after = certificate(lab)
+    assert after["sha256"] != before["sha256"] and after["generation"] > before["generation"]
+    url = lab.manifest["lab"]["ca"]["url"]
+    cr = lab.exec(
+        f'cmp enroll current-cert segw modulus 2048 subject-name "/CN=second" cert-name second ca-root lab-root ca-url {url}'
+    )[0]
+    assert not cr.error, cr.output
+    assert certificate(lab, "second")["subject"] == "CN=second"
+    assert [h["type"] for h in history(lab)] == ["ir", "kur", "cr"]
+
+
+def test_polling_goes_on_in_the_background(lab):
+    lab_admin(lab, poll=2, check_after=1)
+    res = update(lab)
+    assert "polling" in res.output
+    out = lab.exec("show cmp outstanding-req")[0].data["requests"]
+    assert out[0]["cert"] == "segw" and out[0]["state"] == "polling"
+    wait_until(lambda: history(lab)[-1]["type"] == "kur", 10, what="the polled kur")
+    assert history(lab)[-1]["result"] == "success" and history(lab)[-1]["polls"] == 2
+    assert lab.exec("show cmp outstanding-req")[0].data["requests"] == []
+    stats = lab.exec("show cmp statistics")[0].data["messages"]
+    assert stats["pollReq"]["sent"] == 2
+
+
+@pytest.mark.parametrize(
+    "behaviour, reason",
+    [
+        ({"reject": "badAlg"}, "badAlg"),
+        ({"error": True}, "error response"),
+        ({"down": True}, "unreachable"),
+    ],
+    ids=["rejected", "error", "down"],
+)
+def test_a_failed_transaction_never_replaces_the_certificate_in_force(lab, behaviour, reason):
+    before = certificate(lab)
+    lab_admin(lab, **behaviour)
+    res = update(lab)
+    assert res.error and reason in res.output
+    assert certificate(lab)["sha256"] == before["sha256"]
+    last = history(lab)[-1]
+    assert last["result"] == "failure" and reason in last["reason"]
+    assert lab.exec("show cmp statistics")[0].data["transactions"]["kur"]["failure"] == 1
+
+
+def test_polling_survives_a_supervisor_kill(lab):
+    lab_admin(lab, poll=3, check_after=1)
+    before = certificate(lab)
+    assert "polling" in update(lab).output
+    journal = lab.run.flash / "cmp-journal" / "segw.json"
+    assert journal.exists() and journal.stat().st_mode & 0o777 == 0o600
+    epoch = lab.status()["epoch"]
+    os.kill(slot_pid(lab, 5)[0], signal.SIGKILL)
+    wait_until(lambda: lab.status()["epoch"] > epoch, 10, what="restarted supervisor")
+    # The new supervisor's history holds only what it did: the resumed kur.
+    wait_until(lambda: [h["type"] for h in history(lab)] == ["kur"], 15, what="resumed kur")
+    assert not journal.exists()
+    assert certificate(lab)["sha256"] != before["sha256"]
+    assert history(lab)[-1]["result"] == "success"
+
+
+def test_boot_enrolment_is_not_repeated_while_the_certificate_is_valid(lab):
+    issued = lab_admin(lab)["counts"]["issued"]
+    epoch = lab.status()["epoch"]
+    os.kill(slot_pid(lab, 5)[0], signal.SIGKILL)
+    wait_until(lambda: lab.status()["epoch"] > epoch, 10, what="restarted supervisor")
+    wait_until(lambda: certificate(lab), 10, what="store reloaded")
+    assert lab_admin(lab)["counts"]["issued"] == issued
+
+
+# --- the real OpenSSL mock CA --------------------------------------------------------------
+
+PLAIN = """\
+name: {name}
+platform: asr5500
+cards:
+  5: {{type: mio, role: active}}
+  1: {{type: dpc, role: active}}
+"""
+
+
+@pytest.fixture
+def seeded(chassis_factory, tmp_path, pki):  # noqa: F811
+    """A chassis whose store holds the mock's CA and rsp_cert with its key (`key reuse`)."""
+    ch = chassis_factory(write_topology(tmp_path, PLAIN.format(name="cmpmock")))
+    d = pki["dir"]
+    for name in ("ca.crt", "rsp.crt", "rsp.key", "client.crt", "client.key"):
+        (ch.run.flash / name).write_bytes((d / name).read_bytes())
+    res = ch.exec(
+        "configure",
+        "cmp cert-store location /flash/cert-store key reuse",
+        "ca-certificate name mockroot pem url /flash/ca.crt",
+        "certificate name gw pem url /flash/rsp.crt private-key pem url /flash/rsp.key",
+        "certificate name client pem url /flash/client.crt private-key pem url /flash/client.key",
+        "end",
+    )
+    assert not any(r.error for r in res), [r.output for r in res if r.error]
+    return ch
+
+
+def ir(ch, port, secret="1234-5678", name="gw"):
+    return ch.exec(
+        f'cmp initialize modulus 2048 cert-name {name} subject-name "/CN=Chassis" ca-psk {secret} '
+        f"ca-root mockroot ca-url http://127.0.0.1:{port}/pkix/"
+    )[0]
+
+
+def last(ch):
+    return history(ch)[-1]
+
+
+def test_openssl_ir_pbm(seeded, mock, pki):  # noqa: F811
+    server = pbm_server(mock, "-rsp_capubs", str(pki["dir"] / "ca.crt"))
+    res = ir(seeded, server.port)
+    assert not res.error, res.output
+    assert last(seeded)["result"] == "success"
+    assert seeded.exec("show cmp statistics")[0].data["messages"]["certConf"]["sent"] == 1
+
+
+def test_openssl_implicit_confirm(seeded, mock):  # noqa: F811
+    server = pbm_server(mock, "-grant_implicitconf")
+    assert not ir(seeded, server.port).error
+    stats = seeded.exec("show cmp statistics")[0].data["messages"]
+    assert last(seeded)["result"] == "success" and "certConf" not in stats
+
+
+def test_openssl_polling(seeded, mock):  # noqa: F811
+    server = pbm_server(mock, "-poll_count", "2", "-check_after", "1")
+    res = ir(seeded, server.port)
+    assert not res.error
+    wait_until(
+        lambda: last(seeded)["result"] == "success" if history(seeded) else False,
+        10,
+        what="polled ir",
+    )
+    assert last(seeded)["polls"] == 2
+
+
+def test_openssl_cr_with_signature(seeded, mock, pki):  # noqa: F811
+    server = mock()
+    res = seeded.exec(
+        'cmp enroll current-cert client modulus 2048 subject-name "/CN=Chassis" cert-name gw '
+        f"ca-root mockroot ca-url http://127.0.0.1:{server.port}/pkix/"
+    )[0]
+    assert not res.error, res.output
+    assert last(seeded)["type"] == "cr" and last(seeded)["result"] == "success"
+
+
+def test_openssl_kur(seeded, mock):  # noqa: F811
+    server = mock()
+    res = seeded.exec(
+        f"cmp update current-cert gw modulus 2048 ca-root mockroot ca-url http://127.0.0.1:{server.port}/pkix/"
+    )[0]
+    assert not res.error, res.output
+    assert last(seeded)["type"] == "kur" and last(seeded)["result"] == "success"
+
+
+def test_openssl_fresh_key_is_refused(seeded, mock):  # noqa: F811
+    server = pbm_server(mock)
+    res = ir(seeded, server.port, name="fresh")  # no stored key for "fresh": a new one is made
+    assert res.error and "public key mismatch" in res.output
+    assert last(seeded)["result"] == "failure"
+    assert (
+        seeded.exec("show cmp statistics")[0].data["messages"]["certConf"]["sent"] == 1
+    )  # the rejection
+
+
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        (("-pkistatus", "2", "-failurebits", "4", "-statusstring", "denied"), "badRequest"),
+        (("-send_error",), "error response"),
+    ],
+    ids=["rejection", "error"],
+)
+def test_openssl_refusals(seeded, mock, args, reason):  # noqa: F811
+    server = pbm_server(mock, *args)
+    res = ir(seeded, server.port)
+    assert res.error and reason in res.output
+    assert last(seeded)["result"] == "failure" and reason in last(seeded)["reason"]
+
+
+def test_openssl_wrong_secret(seeded, mock):  # noqa: F811
+    server = pbm_server(mock)
+    res = ir(seeded, server.port, secret="WRONG")
+    assert res.error and "unverifiable error response" in res.output
+    assert "WRONG" not in json.dumps(history(seeded))
+
+
+def test_issued_certificate_chain_is_stored(seeded, mock, pki):  # noqa: F811
+    server = pbm_server(mock, "-rsp_capubs", str(pki["dir"] / "ca.crt"))
+    assert not ir(seeded, server.port).error
+    from chassis.ipc.rundir import RunDir  # noqa: F401
+    from supervisor.pki.service import DEVICES
+    from supervisor.pki.store import Store
+
+    store = Store({dev: seeded.run.root / folder for dev, folder in DEVICES.items()})
+    chain = x509.load_pem_x509_certificates(store.read("certificate", "gw", "chain.pem"))
+    assert (
+        chain[-1].public_bytes(
+            __import__("cryptography").hazmat.primitives.serialization.Encoding.DER
+        )
+        == pki["ca"]
+    )
