@@ -127,8 +127,8 @@ class System:
     def cmp(self) -> CmpService:
         return self.sup.cmp
 
-    async def cmp_enroll(self, kind: str, args: dict, boot: bool) -> str:
-        return await self.sup.cmp_enroll(kind, args, boot)
+    async def cmp_enroll(self, kind: str, args: dict, boot: bool, card: int | None = None) -> str:
+        return await self.sup.cmp_enroll(kind, args, boot, card=card)
 
 
 class Supervisor:
@@ -379,7 +379,9 @@ class Supervisor:
 
     # --- CMPv2 ------------------------------------------------------------------------
 
-    async def cmp_enroll(self, kind: str, args: dict, boot: bool, wait_all: bool = False) -> str:
+    async def cmp_enroll(
+        self, kind: str, args: dict, boot: bool, wait_all: bool = False, card: int | None = None
+    ) -> str:
         """Run one CMP transaction; return when it ends, or once the CA makes it wait
         (`wait_all`: only when it ends)."""
         from cryptography.hazmat.primitives.serialization import Encoding
@@ -390,6 +392,16 @@ class Supervisor:
 
         store, entries = self.pki.store, self.pki.store.entries()
         name = args.get("cert") or args["old"]
+        if self.platform == "asr9000" and card is None and not boot and not wait_all:
+            raise CommandFailure(
+                "on ASR 9000 CMP runs for one VSM: chassis exec --card SLOT 'cmp ...'"
+            )
+        if card is not None:
+            vsm = self.cards.cards.get(card)
+            if self.platform != "asr9000" or vsm is None or vsm.type != "vsm" or not vsm.in_service:
+                raise CommandFailure(
+                    f"--card {card}: CMP runs for a VSM in service, on ASR 9000 only"
+                )
         ca = args["ca"]
         if ("ca-certificate", ca) not in entries:
             raise CommandFailure(f"ca-root {ca} is not a configured ca-certificate")
@@ -401,24 +413,9 @@ class Supervisor:
             store.read("ca-certificate", ca, "cert.pem"), "pem"
         ).public_bytes(Encoding.DER)
         old_der = old_key = None
+        old_chain: tuple[bytes, ...] = ()
         if kind in ("cr", "kur"):
-            old = args["old"]
-            if ("certificate", old) not in entries or "key.pem" not in entries[
-                ("certificate", old)
-            ]["files"]:
-                raise CommandFailure(
-                    f"current-cert {old} is not a configured certificate with its key"
-                )
-            old_der = cred.load_certificate(
-                store.read("certificate", old, "cert.pem"), "pem"
-            ).public_bytes(Encoding.DER)
-            old_key = store.read("certificate", old, "key.pem")
-            old_chain = ()
-            if "chain.pem" in entries[("certificate", old)]["files"]:
-                from cryptography import x509
-
-                pems = x509.load_pem_x509_certificates(store.read("certificate", old, "chain.pem"))
-                old_chain = tuple(c.public_bytes(Encoding.DER) for c in pems)
+            old_der, old_key, old_chain = self._signer(args["old"], "current-cert")
         reuse = self.engine.config.root.get("cmp-cert-store")
         reuse_from = args["old"] if kind == "kur" else name
         entry = entries.get(("certificate", reuse_from))
@@ -434,11 +431,22 @@ class Supervisor:
                 key_pem = await self.workers.run(keygen.generate_rsa, int(args["modulus"]))
             except cred.CredentialError as exc:
                 raise CommandFailure(str(exc)) from None
-        if kind == "ir":
-            protection = Protection(secret=args["psk"].encode(), reference=name.encode())
+        hash_line = self.engine.config.root.get("cmp-hash-algorithm")
+        hash_alg = hash_line.data["hash"] if hash_line else "sha256"  # 3GPP TS 33.310 forbids SHA-1
+        if kind == "ir" and args.get("vendor"):
+            vendor_der, vendor_key, vendor_chain = self._signer(args["vendor"], "vendor-cert")
+            protection = Protection(
+                cert_der=vendor_der, key_pem=vendor_key, extra_certs=vendor_chain, hash_alg=hash_alg
+            )
+        elif kind == "ir":
+            protection = Protection(
+                secret=args["psk"].encode(), reference=name.encode(), hash_alg=hash_alg
+            )
         else:
             # The intermediates go along in extraCerts, so the CA can build our chain.
-            protection = Protection(cert_der=old_der, key_pem=old_key, extra_certs=old_chain)
+            protection = Protection(
+                cert_der=old_der, key_pem=old_key, extra_certs=old_chain, hash_alg=hash_alg
+            )
         enrollment = Enrollment(
             kind=kind,
             new_key_pem=key_pem,
@@ -455,6 +463,7 @@ class Supervisor:
             kind, name, ca, args["url"], self.wall.datetime().isoformat(timespec="seconds")
         )
         out.key_pem = key_pem.decode()
+        out.card = card
         task = self._spawn(self._cmp_transaction(tx, out, first))
         if wait_all:
             await task
@@ -473,7 +482,97 @@ class Supervisor:
             self.install_issued(
                 out.cert_name, out.key_pem.encode(), outcome.cert_der, outcome.chain
             )
+            modulus = _modulus(out.key_pem)
+            self.origins[out.cert_name] = {"url": out.url, "ca": out.ca_root, "modulus": modulus}
+            self.run.write_json(self.run.flash / "cmp-origins.json", self.origins)
+            if out.card is not None:  # ASR 9000: the VSM the CMP ran for holds it at once
+                try:
+                    await self._vsm_fetch(out.card, out.cert_name, out.ca_root)
+                except CommandFailure as exc:
+                    log.warning("%s", exc.message)
         return outcome
+
+    # --- certificate expiry: the trap and the automatic update ------------------------------
+
+    def expiry_check(self) -> None:
+        from supervisor.pki import credentials as cred
+
+        certs = {}
+        for (_, name), entry in self.pki.store.entries("certificate").items():
+            key = (name, entry["generation"])
+            if key not in self._not_after:
+                cert = cred.load_certificate(
+                    self.pki.store.read("certificate", name, "cert.pem"), "pem"
+                )
+                self._not_after[key] = cert.not_valid_after_utc
+            certs[name] = (entry["generation"], self._not_after[key])
+        trap = self.engine.config.root.get("cmp-cert-trap")
+        auto = self.engine.config.root.get("cmp-auto-fetch")
+        actions = self.expiry.due(
+            certs,
+            self.wall.datetime(),
+            trap.data["hours"] if trap else None,
+            {auto.data["name"]: auto.data["days"]} if auto else {},
+            busy=set(self.cmp.outstanding) | self._updating,
+        )
+        for action in actions:
+            if action.kind == "trap":
+                self.expiry.trapped(action)  # marked first: at most once, even across a restart
+                self._save_marks()
+                self._spawn(self._send_traps(action))
+            else:
+                self._updating.add(action.name)
+                self._spawn(self._auto_update(action, auto.data["ca"]))
+
+    async def _send_traps(self, action) -> None:
+        from supervisor.snmp import Target, send_expiry_trap
+
+        hours = int((action.not_after - self.wall.datetime()).total_seconds() // 3600)
+        for line in self.engine.config.root.all("snmp-target"):
+            target = Target(
+                line.name, line.data["address"], line.data["port"], line.data["community"]
+            )
+            error = await send_expiry_trap(target, action.name, action.not_after.isoformat(), hours)
+            level = logging.WARNING if error else logging.INFO
+            log.log(
+                level, "expiry trap for %s to %s: %s", action.name, target.name, error or "sent"
+            )
+
+    async def _auto_update(self, action, ca: str) -> None:
+        origin = self.origins.get(action.name)
+        try:
+            if origin is None:
+                raise CommandFailure(
+                    f"no CA URL known for certificate {action.name}: enroll it with CMP first"
+                )
+            args = {
+                "old": action.name,
+                "modulus": origin["modulus"],
+                "ca": ca,
+                "url": origin["url"],
+            }
+            log.info(
+                "certificate %s expires %s: automatic key update", action.name, action.not_after
+            )
+            await self.cmp_enroll("kur", args, boot=False, wait_all=True)
+            entry = self.pki.store.entries("certificate").get(("certificate", action.name))
+            if entry is None or entry["generation"] == action.generation:
+                raise CommandFailure("the key update did not produce a new certificate")
+            self.expiry.updated(action)
+        except CommandFailure as exc:
+            delay = self.expiry.update_failed(action, self.wall.datetime())
+            log.warning(
+                "automatic update of %s failed (%s); next try in %.0f s",
+                action.name,
+                exc.message,
+                delay,
+            )
+        finally:
+            self._updating.discard(action.name)
+            self._save_marks()
+
+    def _save_marks(self) -> None:
+        self.run.write_json(self.run.flash / "expiry-marks.json", self.expiry.marks)
 
     def resume_cmp(self) -> None:
         """Requests journaled by a previous supervisor go on polling."""
@@ -503,6 +602,22 @@ class Supervisor:
                 continue
             log.info("resuming the CMP %s request for certificate %s", out.kind, out.cert_name)
             self._spawn(self._cmp_transaction(tx, out, None))
+
+    def _signer(self, name: str, what: str) -> tuple[bytes, bytes, tuple[bytes, ...]]:
+        """A configured certificate with its key and chain, as DER/PEM for CMP protection."""
+        from cryptography import x509
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        store, entries = self.pki.store, self.pki.store.entries()
+        entry = entries.get(("certificate", name))
+        if entry is None or "key.pem" not in entry["files"]:
+            raise CommandFailure(f"{what} {name} is not a configured certificate with its key")
+        cert = x509.load_pem_x509_certificate(store.read("certificate", name, "cert.pem"))
+        chain = ()
+        if "chain.pem" in entry["files"]:
+            pems = x509.load_pem_x509_certificates(store.read("certificate", name, "chain.pem"))
+            chain = tuple(c.public_bytes(Encoding.DER) for c in pems)
+        return cert.public_bytes(Encoding.DER), store.read("certificate", name, "key.pem"), chain
 
     def install_issued(
         self, name: str, key_pem: bytes, cert_der: bytes, chain: tuple[bytes, ...]

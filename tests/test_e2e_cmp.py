@@ -294,3 +294,135 @@ def test_issued_certificate_chain_is_stored(seeded, mock, pki):  # noqa: F811
         )
         == pki["ca"]
     )
+
+
+@pytest.mark.parametrize(
+    "tamper, reason",
+    [
+        ("garbage", "malformed"),
+        ("unprotected", "unprotected"),
+        ("wrong_tid", "transactionID"),
+        ("wrong_nonce", "recipNonce"),
+        ("bad_protection", "protection"),
+        ("replay", "protection"),  # the boot ir's answer: PBM, another transaction
+    ],
+)
+def test_spoiled_answers_are_rejected_with_the_reason_in_history(lab, tamper, reason):
+    before = certificate(lab)
+    lab_admin(lab, tamper=tamper)
+    res = update(lab)
+    assert res.error, res.output
+    last_entry = history(lab)[-1]
+    assert last_entry["result"] == "failure" and reason.lower() in last_entry["reason"].lower(), (
+        last_entry
+    )
+    assert certificate(lab)["sha256"] == before["sha256"]
+
+
+def test_sha1_only_when_configured_and_vendor_certificate_enrolment(lab):
+    url = lab.manifest["lab"]["ca"]["url"]
+    ok = lab.exec(
+        "configure",
+        "cmp hash-algorithm sha1",
+        "end",
+        f'cmp enroll current-cert segw modulus 2048 subject-name "/CN=sha1" cert-name sha1 ca-root lab-root ca-url {url}',
+    )
+    assert not any(r.error for r in ok), [r.output for r in ok]
+    assert "cmp hash-algorithm sha1" in lab.exec("show configuration")[0].output
+    # 3GPP TS 33.310: the initial request signed with a (vendor) certificate instead of a PSK.
+    vendor = lab.exec(
+        "configure",
+        "no cmp hash-algorithm",
+        "end",
+        f'cmp initialize modulus 2048 cert-name operator subject-name "/CN=operator" vendor-cert segw '
+        f"ca-root lab-root ca-url {url}",
+    )
+    assert not any(r.error for r in vendor), [r.output for r in vendor]
+    assert certificate(lab, "operator")["subject"] == "CN=operator"
+
+
+TRAPD_CONF = "authCommunity log public\n"
+
+
+@pytest.fixture
+def snmptrapd(tmp_path):
+    import shutil
+    import socket
+    import subprocess
+    import time
+
+    binary = shutil.which("snmptrapd") or "/usr/sbin/snmptrapd"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "snmptrapd.conf").write_text(TRAPD_CONF)
+    log = tmp_path / "traps.log"
+    proc = subprocess.Popen(
+        [binary, "-f", "-C", "-c", str(tmp_path / "snmptrapd.conf"), "-m", "", "-M", "/dev/null",
+         "-Lf", str(log), "-On", "-n", f"udp:127.0.0.1:{port}"],
+        env={**os.environ, "SNMP_PERSISTENT_DIR": str(tmp_path)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and not log.exists():
+        time.sleep(0.05)
+    time.sleep(0.2)
+    yield port, log
+    proc.kill()
+    proc.wait(5)
+
+
+def test_expiry_trap_fires_once_and_the_automatic_update_renews(lab, snmptrapd):
+    port, log = snmptrapd
+    before = certificate(lab)
+    res = lab.exec(
+        "configure",
+        f"snmp target lab 127.0.0.1 port {port} community public",
+        "cmp cert-trap time 240",
+        "cmp auto-fetch current-name segw ca-root lab-root time 5",
+        "end",
+    )
+    assert not any(r.error for r in res)
+    assert "1.3.6.1.3.8164.1.1" not in log.read_text()
+    lab.warp(361 * 86400)  # 4 days before notAfter: inside both thresholds
+    wait_until(lambda: "1.3.6.1.3.8164.1.1" in log.read_text(), 10, what="the expiry trap")
+    assert "segw" in log.read_text()
+    wait_until(lambda: certificate(lab)["sha256"] != before["sha256"], 15, what="the automatic kur")
+    assert history(lab)[-1]["type"] == "kur" and history(lab)[-1]["result"] == "success"
+    # Once per crossing: the renewed certificate is far from expiry, no second trap.
+    import time
+
+    time.sleep(2.5)
+    assert log.read_text().count("1.3.6.1.3.8164.1.1") == 1
+
+
+ASR9000_LAB = """\
+name: {name}
+platform: asr9000
+cards:
+  8: {{type: rsp, role: active}}
+  0: {{type: vsm, role: active}}
+  1: {{type: vsm, role: active}}
+lab:
+  ca: {{psk: s3cret}}
+startup-config: |
+  config
+    ca-certificate name lab-root pem url ${{lab.ca.root}}
+  end
+"""
+
+
+def test_asr9000_cmp_runs_for_one_vsm(chassis_factory, tmp_path):
+    ch = chassis_factory(write_topology(tmp_path, ASR9000_LAB.format(name="vsmcmp")))
+    url = ch.manifest["lab"]["ca"]["url"]
+    cmd = (
+        f'cmp initialize modulus 2048 cert-name segw subject-name "/CN=vsm" ca-psk s3cret '
+        f"ca-root lab-root ca-url {url}"
+    )
+    refused = ch.exec(cmd)[0]
+    assert refused.error and "--card" in refused.output
+    res = ch.exec(cmd, card=0)[0]
+    assert not res.error, res.output
+    table = {r["slot"]: r.get("attach") for r in ch.exec("show card table")[0].data["cards"]}
+    assert table[0].startswith("cert segw v") and table[1] == "no cert"
+    assert certificate(ch)["subject"] == "CN=vsm"  # stored on the RSP too

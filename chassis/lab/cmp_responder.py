@@ -48,11 +48,24 @@ class Behaviour:
     delay: float = 0.0  # seconds before answering
     down: bool = False  # close connections without answering
     grant_implicit: bool = True
+    # Spoil answers on purpose (client robustness drills): "garbage", "unprotected",
+    # "wrong_tid", "wrong_nonce", "bad_protection", "replay" (an answer from an older exchange)
+    tamper: str | None = None
     counts: dict = field(
         default_factory=lambda: {"issued": 0, "rejected": 0, "errors": 0, "confirmed": 0}
     )
 
-    SETTABLE = ("poll", "check_after", "reject", "error", "delay", "down", "grant_implicit")
+    SETTABLE = (
+        "poll",
+        "check_after",
+        "reject",
+        "error",
+        "delay",
+        "down",
+        "grant_implicit",
+        "tamper",
+    )
+    TAMPERING = ("garbage", "unprotected", "wrong_tid", "wrong_nonce", "bad_protection", "replay")
 
     @classmethod
     def from_config(cls, conf: dict) -> Behaviour:
@@ -70,6 +83,9 @@ class Behaviour:
             if key == "reject":
                 if value is not None and value not in codec.FAIL_BITS:
                     raise ValueError(f"unknown failInfo {value!r}")
+            elif key == "tamper":
+                if value is not None and value not in self.TAMPERING:
+                    raise ValueError(f"tamper must be one of {', '.join(self.TAMPERING)}")
             elif not isinstance(value, type(current)) and not (
                 isinstance(current, float) and isinstance(value, int)
             ):
@@ -113,8 +129,29 @@ class Responder:
         self.root_der = authority.root.public_bytes(serialization.Encoding.DER)
         self.issuing_der = authority.issuing.public_bytes(serialization.Encoding.DER)
         self.pending: OrderedDict[bytes, _Pending] = OrderedDict()
+        self.last_answer: bytes | None = None
 
     def handle(self, der: bytes) -> bytes:
+        answer = self._handle(der)
+        spoiled = self._tamper(answer)
+        self.last_answer = answer
+        return spoiled
+
+    def _tamper(self, answer: bytes) -> bytes:
+        how = self.behaviour.tamper
+        if how is None:
+            return answer
+        if how == "garbage":
+            return self.rand(64)
+        if how == "replay":
+            return self.last_answer or answer
+        if how == "bad_protection":
+            return answer[:-1] + bytes(
+                [answer[-1] ^ 0x01]
+            )  # the protection BIT STRING ends the message
+        return answer  # the header-level spoils are applied in _answer
+
+    def _handle(self, der: bytes) -> bytes:
         try:
             req = codec.decode(der)
         except codec.CmpError as exc:
@@ -234,16 +271,27 @@ class Responder:
             self.pending.popitem(last=False)
 
     def _answer(self, req: codec.Message, body: codec.Body, method: str, implicit: bool) -> bytes:
+        how = self.behaviour.tamper
         header = Header(
-            transaction_id=req.header.transaction_id,
+            transaction_id=self.rand(16) if how == "wrong_tid" else req.header.transaction_id,
             sender_nonce=self.rand(16),
-            recip_nonce=req.header.sender_nonce,
+            recip_nonce=self.rand(16) if how == "wrong_nonce" else req.header.sender_nonce,
             sender=self.ca.issuing.subject,
             recipient=req.header.sender,
             message_time=self.now(),
             general_info=(codec.IMPLICIT_CONFIRM,) if implicit else (),
         )
-        if method == "pbm":
+        if how == "unprotected":
+            prot = None
+        elif how == "bad_protection" and method == "pbm":
+            prot = protection.PbmProtector(self.secret + b"-not", None, self.rand)
+        elif how == "bad_protection":  # our certificate, somebody else's signature
+            from cryptography.hazmat.primitives.asymmetric import ec
+
+            prot = protection.SignatureProtector(
+                ec.generate_private_key(ec.SECP256R1()), self.issuing_der, [self.root_der]
+            )
+        elif method == "pbm":
             prot = protection.PbmProtector(self.secret, None, self.rand)
         else:
             prot = protection.SignatureProtector(

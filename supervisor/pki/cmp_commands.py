@@ -30,6 +30,8 @@ HELP = {
     "cert-name": "Name under which the issued certificate is stored",
     "subject-name": 'Subject, e.g. "/C=US/O=Operator/CN=segw.example.net"',
     "ca-psk": "Pre-shared key agreed with the CA (PBM protection)",
+    "vendor-cert": "Sign the request with this vendor certificate (3GPP TS 33.310 initial enrolment)",
+    "hash-algorithm": "Digest for CMP signatures and protection (sha1 only if the CA needs it)",
     "ca-root": "Name of the CA's root certificate (a configured ca-certificate)",
     "ca-url": "The CA's CMP URL, e.g. http://ca.example.net:8080/pkix/",
     "current-cert": "Name of the certificate in force",
@@ -43,10 +45,10 @@ HELP = {
 def _run(kind: str):
     def handler(args: dict, ctx: Any) -> Deferred:
         system = ctx.system
-        boot = ctx.session.boot
+        boot, card = ctx.session.boot, getattr(ctx.session, "card", None)
 
         async def work():
-            return await system.cmp_enroll(kind, args, boot=boot)
+            return await system.cmp_enroll(kind, args, boot=boot, card=card)
 
         return Deferred(work, lambda text: Result(text))
 
@@ -133,6 +135,13 @@ def _clear_statistics(args: dict, ctx: Any) -> None:
 def register(g: Grammar) -> None:
     g.command(
         "config",
+        "cmp hash-algorithm { sha1 | sha256 }@hash",
+        SetLine("cmp-hash-algorithm", data=lambda a: {"hash": a["hash"]}),
+        no="cmp hash-algorithm",
+        help=HELP,
+    )
+    g.command(
+        "config",
         "cmp cert-trap time <hours:INT(1-8760)>",
         SetLine("cmp-cert-trap", data=lambda a: {"hours": a["hours"]}),
         no="cmp cert-trap",
@@ -165,7 +174,7 @@ def register(g: Grammar) -> None:
     g.command(
         "exec",
         f"cmp initialize {MODULUS} cert-name <cert:{NAME}> subject-name <subject:STRING(1-256)> "
-        f"ca-psk <psk:STRING(1-256)> ca-root <ca:{NAME}> ca-url <url:URL>",
+        f"{{ ca-psk <psk:STRING(1-256)> | vendor-cert <vendor:{NAME}> }} ca-root <ca:{NAME}> ca-url <url:URL>",
         _run("ir"),
         help=HELP,
     )

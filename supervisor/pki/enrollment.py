@@ -73,6 +73,7 @@ class Outstanding:
     polls: int = 0
     key_pem: str = ""  # the new key pair being certified (journaled, 0600)
     tx_id: int = 0
+    card: int | None = None  # ASR 9000: the VSM this CMP runs for
     wake: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
 
