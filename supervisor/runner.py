@@ -464,7 +464,7 @@ class Supervisor:
         )
         out.key_pem = key_pem.decode()
         out.card = card
-        task = self._spawn(self._cmp_transaction(tx, out, first))
+        task = out.task = self._spawn(self._cmp_transaction(tx, out, first))
         if wait_all:
             await task
         while not task.done() and out.state != "polling":
@@ -601,7 +601,7 @@ class Supervisor:
                 self.cmp.clear(out.cert_name)
                 continue
             log.info("resuming the CMP %s request for certificate %s", out.kind, out.cert_name)
-            self._spawn(self._cmp_transaction(tx, out, None))
+            out.task = self._spawn(self._cmp_transaction(tx, out, None))
 
     def _signer(self, name: str, what: str) -> tuple[bytes, bytes, tuple[bytes, ...]]:
         """A configured certificate with its key and chain, as DER/PEM for CMP protection."""

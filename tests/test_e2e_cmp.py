@@ -426,3 +426,22 @@ def test_asr9000_cmp_runs_for_one_vsm(chassis_factory, tmp_path):
     table = {r["slot"]: r.get("attach") for r in ch.exec("show card table")[0].data["cards"]}
     assert table[0].startswith("cert segw v") and table[1] == "no cert"
     assert certificate(ch)["subject"] == "CN=vsm"  # stored on the RSP too
+
+
+def test_manual_poll_clear_and_statistics_reset(lab):
+    lab_admin(lab, poll=1, check_after=3600)  # the CA says: come back in an hour
+    assert "polling" in update(lab).output
+    poll = lab.exec("cmp poll current-cert segw")[0]
+    assert not poll.error, poll.output
+    wait_until(lambda: history(lab)[-1]["type"] == "kur", 10, what="the kur after a manual poll")
+    assert lab.exec("cmp poll current-cert segw")[0].error  # nothing outstanding any more
+    lab_admin(lab, poll=2, check_after=3600)
+    assert "polling" in update(lab).output
+    assert not lab.exec("clear cmp cert-name segw")[0].error
+    assert lab.exec("show cmp outstanding-req")[0].data["requests"] == []
+    assert not (lab.run.flash / "cmp-journal" / "segw.json").exists()
+    assert lab.exec("cmp poll current-cert segw")[0].error  # nothing left to poll
+    assert [h["type"] for h in history(lab)] == ["ir", "kur"]  # the cleared request never finished
+    assert not lab.exec("clear cmp statistics")[0].error
+    stats = lab.exec("show cmp statistics")[0].data
+    assert stats["messages"] == {} and stats["transactions"]["ir"] == {"success": 0, "failure": 0}

@@ -98,8 +98,9 @@ class Authority:
             .not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=3650))
             .add_extension(x509.BasicConstraints(ca=True, path_length=path_length), critical=True)
+            # digitalSignature too: the CA also signs CMP answers (RFC 9483; OpenSSL checks it).
             .add_extension(
-                x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+                x509.KeyUsage(True, False, False, False, False, True, True, False, False),
                 critical=True,
             )
             .add_extension(
@@ -145,10 +146,11 @@ class Authority:
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
         cert = builder.sign(self.issuing_key, hashes.SHA256())
-        self.db[cert.serial_number] = Issued(
+        entry = Issued(
             cert.serial_number, cert.subject.rfc4514_string(), cert.not_valid_after_utc.isoformat()
         )
-        self._save_db()
+        self.db[cert.serial_number] = entry
+        self._append(entry)
         return cert
 
     def revoke(self, serial: int, reason: str = "unspecified") -> bool:
@@ -156,7 +158,7 @@ class Authority:
         if entry is None or entry.revoked_at:
             return False
         entry.revoked_at, entry.reason = self.now().isoformat(), reason
-        self._save_db()
+        self._append(entry)
         return True
 
     def status(self, serial: int) -> str:
@@ -168,14 +170,27 @@ class Authority:
         return self.issuing, self.root
 
     # --- the revocation database ---------------------------------------------------------
+    # One JSON line per issue or revocation, appended and fsynced: the cost of a write does
+    # not grow with the number of certificates. The last line about a serial wins.
 
     def _load_db(self) -> dict[int, Issued]:
+        db: dict[int, Issued] = {}
         try:
-            raw = json.loads((self.home / "issued.json").read_text())
+            lines = (self.home / "issued.jsonl").read_text().splitlines()
         except FileNotFoundError:
-            return {}
-        return {int(k): Issued(**v) for k, v in raw.items()}
+            return db
+        for line in lines:
+            try:
+                raw = json.loads(line)
+            except ValueError:  # a line torn by a crash: everything before it stands
+                continue
+            db[int(raw["serial"])] = Issued(**raw)
+        return db
 
-    def _save_db(self) -> None:
-        data = {str(k): vars(v) for k, v in self.db.items()}
-        atomic_write(self.home / "issued.json", json.dumps(data, indent=1).encode(), 0o600)
+    def _append(self, entry: Issued) -> None:
+        fd = os.open(self.home / "issued.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, (json.dumps(vars(entry)) + "\n").encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)

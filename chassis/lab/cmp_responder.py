@@ -158,7 +158,11 @@ class Responder:
             return self._unprotected_error(f"malformed request: {exc}")
         try:
             how = protection.verify(
-                req, secret=self.secret, trust_anchor_der=self.root_der, now=self.now()
+                req,
+                secret=self.secret,
+                trust_anchor_der=self.root_der,
+                now=self.now(),
+                untrusted=[self.issuing_der],
             )
         except protection.ProtectionError as exc:
             self.behaviour.counts["errors"] += 1

@@ -74,6 +74,7 @@ class Outstanding:
     key_pem: str = ""  # the new key pair being certified (journaled, 0600)
     tx_id: int = 0
     card: int | None = None  # ASR 9000: the VSM this CMP runs for
+    task: asyncio.Task | None = field(default=None, repr=False)  # cancelled by `clear cmp`
     wake: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
 
@@ -235,6 +236,8 @@ class CmpService:
     def clear(self, cert_name: str) -> bool:
         """`clear cmp cert-name`: forget an outstanding request."""
         out = self.outstanding.pop(cert_name, None)
+        if out is not None and out.task is not None:
+            out.task.cancel()  # it must not poll, nor install, later
         path = self.journal_dir / f"{cert_name}.json"
         existed = path.exists()
         path.unlink(missing_ok=True)

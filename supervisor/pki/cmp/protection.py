@@ -151,8 +151,12 @@ def verify(
     secret: bytes | None = None,
     trust_anchor_der: bytes | None = None,
     now: datetime | None = None,
+    untrusted: Sequence[bytes] = (),
 ) -> Verified:
-    """Check the protection of `msg`; ProtectionError says why it does not verify."""
+    """Check the protection of `msg`; ProtectionError says why it does not verify.
+
+    `untrusted`: intermediates known locally (a CA's own issuing certificate), added to
+    those the message carries in extraCerts when building the signer's path."""
     alg = msg.header.protection_alg
     if msg.protection is None or alg is None:
         raise ProtectionError("unprotected")
@@ -166,7 +170,7 @@ def verify(
     if trust_anchor_der is None:
         raise ProtectionError("signature-protected, but no trust anchor (ca-root) is configured")
     anchor = _load(trust_anchor_der, "trust anchor")
-    pool = [_load(c, "extraCerts certificate") for c in msg.extra_certs]
+    pool = [_load(c, "extraCerts certificate") for c in (*msg.extra_certs, *untrusted)]
     signer = _find_signer(msg, alg, [*pool, anchor])
     build_chain(signer, pool, anchor, now)
     return Verified("signature", signer.public_bytes(serialization.Encoding.DER), signer.subject)
