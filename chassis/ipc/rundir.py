@@ -16,10 +16,22 @@ import tempfile
 from pathlib import Path
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Temp file, fsync, rename: readers see the old file or the new one, never a mix."""
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(
+    path: Path, data: bytes, mode: int = 0o644, *, prefix: str | None = None, sync_dir: bool = True
+) -> None:
+    """Temp file, fsync, rename: readers see the old file or the new one, never a mix.
+
+    `sync_dir=False` leaves the directory's fsync to the caller (several files, one fsync)."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix or f".{path.name}.")  # 0600
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:
@@ -28,16 +40,10 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
+        Path(tmp).unlink(missing_ok=True)
         raise
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    if sync_dir:
+        fsync_dir(path.parent)
 
 
 class RunDir:

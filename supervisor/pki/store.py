@@ -21,11 +21,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
+from chassis.ipc.rundir import atomic_write, fsync_dir
 from supervisor.pki.credentials import CredentialError
 
 KINDS = ("certificate", "ca-certificate", "csr")
@@ -42,28 +41,9 @@ _SLUG_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 # --- durable file primitives -------------------------------------------------------------------
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, data: bytes, sync_dir: bool = True) -> None:
-    """temp file in the same directory, write, fsync, rename; the file is 0600 throughout."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=TMP_PREFIX)  # mkstemp creates 0600
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    if sync_dir:
-        _fsync_dir(path.parent)
+    """The chassis's atomic write; 0600 throughout, temp names the store's GC recognises."""
+    atomic_write(path, data, 0o600, prefix=TMP_PREFIX, sync_dir=sync_dir)
 
 
 # --- validation --------------------------------------------------------------------------------
@@ -240,7 +220,7 @@ class Store:
         for rec in recs:
             for fname in rec["files"].values():
                 (private / fname).unlink(missing_ok=True)
-        _fsync_dir(private)
+        fsync_dir(private)
 
     def install(self, kind: str, name: str, files: dict[str, bytes]) -> dict:
         """Add or atomically replace an entry; returns it with its local URLs."""
@@ -253,7 +233,7 @@ class Store:
             raise CredentialError(f"invalid files for {kind} {name}")
         gen = self._gen + 1
         rec = self._write_files(self.private, kind, name, gen, files)
-        _fsync_dir(self.private)  # the new files exist before the index names them
+        fsync_dir(self.private)  # the new files exist before the index names them
         old = self._entries.get((kind, name))
         self._commit(gen, {**self._entries, (kind, name): rec})
         if old is not None:
@@ -291,14 +271,14 @@ class Store:
         for (kind, name), files in contents.items():
             gen += 1  # above anything at either location, so no file name is reused
             moved[(kind, name)] = self._write_files(new_private, kind, name, gen, files)
-        _fsync_dir(new_private)
+        fsync_dir(new_private)
         _write_index(new_path, gen, moved)
         old_path, old_private, old_entries = self.path, self.private, self._entries
         self.location, self.path, self.private = new_location, new_path, new_private
         self._gen, self._entries = gen, moved
         # The old index goes first: an index must never name a file that is already gone.
         (old_path / INDEX).unlink(missing_ok=True)
-        _fsync_dir(old_path)
+        fsync_dir(old_path)
         self._delete_files(old_private, old_entries.values())
         self._delete_files(new_private, dest_entries.values())
         for d in (old_private, old_path):  # tidy up if nothing else lives there
