@@ -49,6 +49,11 @@ def render_status(status: dict) -> str:
         lines.append(
             f"{s['slot']:>4}  {s['label']:<4}  {s['role']:<8}  {s['state']:<8}  {s['pid'] or '-':>7}  {uptime:>9}"
         )
+    for name, peer in status.get("lab", {}).items():
+        state = "running" if peer["pid"] else "stopped"
+        lines.append(
+            f" lab  {name:<4}  {'':<8}  {state:<8}  {peer['pid'] or '-':>7}  {peer['url']}"
+        )
     return "\n".join(lines)
 
 

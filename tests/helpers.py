@@ -54,3 +54,6 @@ def small_topology(
     tmp_path: Path, *, name="small", transport="ipc", config="  config\n  end"
 ) -> Path:
     return write_topology(tmp_path, SMALL.format(name=name, transport=transport, config=config))
+
+
+BASIC = Path(__file__).resolve().parent / "topologies" / "basic.yaml"  # no lab: quick to start

@@ -11,7 +11,7 @@ import os
 import signal
 
 import pytest
-from helpers import TOPOLOGIES, slot_pid, slot_states, small_topology, wait_until
+from helpers import BASIC, TOPOLOGIES, slot_pid, slot_states, small_topology, wait_until
 
 from chassis import client, procs
 
@@ -41,7 +41,7 @@ def test_up_shows_every_slot_in_its_role(chassis_factory):
 
 
 def test_kill_crash_hang_and_reboot(chassis_factory, tmp_path):
-    ch = chassis_factory(TOPOLOGIES / "default.yaml")
+    ch = chassis_factory(BASIC)
     pid1, start1 = slot_pid(ch, 1)
     os.kill(pid1, signal.SIGKILL)
     wait_until(lambda: slot_states(ch)[1] == "failed", 2.0, what="slot 1 failed after kill -9")
@@ -69,7 +69,7 @@ def test_kill_crash_hang_and_reboot(chassis_factory, tmp_path):
 
 
 def test_down_leaves_no_process_and_no_socket(chassis_factory):
-    ch = chassis_factory(TOPOLOGIES / "default.yaml")
+    ch = chassis_factory(BASIC)
     records = json.loads(ch.run.pids_path.read_text())
     sockets = list(ch.run.ipc.iterdir())
     assert sockets
@@ -81,7 +81,7 @@ def test_down_leaves_no_process_and_no_socket(chassis_factory):
 
 
 def test_no_orphan_when_the_backplane_is_killed_first(chassis_factory):
-    ch = chassis_factory(TOPOLOGIES / "default.yaml")
+    ch = chassis_factory(BASIC)
     records = json.loads(ch.run.pids_path.read_text())
     os.kill(records["backplane"]["pid"], signal.SIGKILL)
     # PR_SET_PDEATHSIG: every card and supervisor dies with the backplane.
@@ -94,7 +94,7 @@ def test_no_orphan_when_the_backplane_is_killed_first(chassis_factory):
 
 
 def test_supervisor_crash_is_restarted_with_a_higher_epoch(chassis_factory):
-    ch = chassis_factory(TOPOLOGIES / "default.yaml")
+    ch = chassis_factory(BASIC)
     epoch = ch.status()["epoch"]
     pid, _ = slot_pid(ch, 5)
     card_pid = slot_pid(ch, 1)

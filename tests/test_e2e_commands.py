@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import TOPOLOGIES, small_topology
+from helpers import BASIC, TOPOLOGIES, small_topology
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -97,7 +97,7 @@ def test_validate_names_file_line_and_field(tmp_path):
         "validate",
         TOPOLOGIES / "asr5500.yaml",
         TOPOLOGIES / "asr9000.yaml",
-        TOPOLOGIES / "default.yaml",
+        BASIC,
     )
     assert ok.returncode == 0, ok.stderr
     # `up` refuses the same file before starting anything.
@@ -119,7 +119,7 @@ def test_interactive_shell_tab_and_help(chassis_factory):
     """The shell in a real pseudo-terminal: Tab completes, ? lists, a typo gets a caret."""
     import pexpect
 
-    ch = chassis_factory(TOPOLOGIES / "default.yaml")
+    ch = chassis_factory(BASIC)
     shell = pexpect.spawn(
         sys.executable,
         ["-m", "chassis.cli", "cli", "--run-dir", str(ch.run.root)],
@@ -150,7 +150,7 @@ def test_completion_and_help_come_from_the_supervisor(chassis_factory):
 
     from chassis.shell import RemoteCompleter
 
-    ch = chassis_factory(TOPOLOGIES / "default.yaml")
+    ch = chassis_factory(BASIC)
     with ch.session() as session:
         assert "card" in session.complete("show ca")
         words = [w for w, _ in session.help("show ")]

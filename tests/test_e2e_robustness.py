@@ -16,7 +16,7 @@ import sys
 import msgpack
 import pytest
 import zmq
-from helpers import TOPOLOGIES, slot_states
+from helpers import BASIC, slot_states
 
 from chassis import backplane, client, procs, topology
 from chassis.ipc import keys as keyring
@@ -71,7 +71,7 @@ GARBAGE = [
 
 
 def test_supervisor_survives_garbage_on_every_socket(chassis_factory):
-    ch = chassis_factory(TOPOLOGIES / "default.yaml")
+    ch = chassis_factory(BASIC)
     run, ep = ch.run, ch.manifest["endpoints"]
     ctx = zmq.Context()
     errors = 0
@@ -102,7 +102,7 @@ def test_supervisor_survives_garbage_on_every_socket(chassis_factory):
 
 
 def test_card_survives_garbage_from_its_supervisor(tmp_path):
-    topo = topology.load(TOPOLOGIES / "default.yaml")
+    topo = topology.load(BASIC)
     run = RunDir(tmp_path / "run")
     manifest = backplane.prepare(topo, run)
     card = subprocess.Popen(
