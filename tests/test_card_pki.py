@@ -212,27 +212,33 @@ def test_expired_anchor():
         validate_peer(der(leaf), [root], NOW)
 
 
-def v1_root(cn: str, key_tag: str) -> x509.Certificate:
-    """An X.509 v1 self-signed root (no version field, no extensions), re-signed by hand."""
-    cert, _ = der_decoder.decode(der(make(cn, key_tag))[0], asn1Spec=rfc5280.Certificate())
+def v1_cert(cn: str, key_tag: str, issuer_tag: str | None = None, issuer=None) -> x509.Certificate:
+    """An X.509 v1 certificate (no version field, no extensions), re-signed by hand.
+
+    cryptography only builds v3; the signer must be RSA (PKCS#1 v1.5, as make() signs).
+    """
+    signer = key(issuer_tag or key_tag)
+    made = make(cn, key_tag, (issuer, signer) if issuer else None)
+    cert, _ = der_decoder.decode(der(made)[0], asn1Spec=rfc5280.Certificate())
     tbs = cert["tbsCertificate"]
     tbs["version"] = rfc5280.TBSCertificate()["version"]  # absent: v1
     tbs["extensions"] = rfc5280.TBSCertificate()["extensions"]
-    signature = key(key_tag).sign(der_encoder.encode(tbs), padding.PKCS1v15(), hashes.SHA256())
+    signature = signer.sign(der_encoder.encode(tbs), padding.PKCS1v15(), hashes.SHA256())
     cert["signature"] = univ.BitString.fromOctetString(signature)
     return x509.load_der_x509_certificate(der_encoder.encode(cert))
 
 
 def test_v1_anchor_accepted_but_not_a_v1_intermediate():
-    root = v1_root("V1 Root", "rsa-root")
+    root = v1_cert("V1 Root", "rsa-root")
     assert root.version == x509.Version.v1
     leaf = make("v1.example.net", "ec-leaf", (root, key("rsa-root")), ca=False)
     assert validate_peer(der(leaf), [root], NOW).anchor == root
-    # The same v1 certificate sent by the peer as an intermediate is no CA.
-    int1 = make("Int1 CA", "ec-int1", (root, key("rsa-root")), basic=False)
-    leaf = make("v1.example.net", "ec-leaf", (int1, key("ec-int1")), ca=False)
-    with pytest.raises(ChainError, match="issuer 'CN=Int1 CA,O=Lab' is not a CA"):
-        validate_peer(der(leaf, int1), [root], NOW)
+    # A v1 certificate the peer sends as an intermediate cannot say it is a CA.
+    v3_root = make("Root CA", "rsa-root")
+    int1 = v1_cert("V1 Int", "rsa-v1int", "rsa-root", v3_root)
+    leaf = make("v1.example.net", "ec-leaf", (int1, key("rsa-v1int")), ca=False)
+    with pytest.raises(ChainError, match="issuer 'CN=V1 Int,O=Lab' is not a CA"):
+        validate_peer(der(leaf, int1), [v3_root], NOW)
 
 
 def test_issuer_without_ca_flag(pki):
