@@ -42,6 +42,7 @@ from supervisor.cards import MANAGEMENT, CardManager
 from supervisor.certificates import Certificates
 from supervisor.cli import CommandFailure, Engine
 from supervisor.fanout import STREAMS, Fanout
+from supervisor.ike import commands as ike_commands
 from supervisor.pki import cmp_commands
 from supervisor.pki import commands as pki_commands
 from supervisor.pki.enrollment import CmpService
@@ -132,7 +133,10 @@ class Supervisor:
         self.platform = self.manifest["platform"]
         self.workers = Workers()
         self.certs = Certificates(self)
-        self.engine = Engine(System(self), plugins=[pki_commands.register, cmp_commands.register])
+        self.engine = Engine(
+            System(self),
+            plugins=[pki_commands.register, cmp_commands.register, ike_commands.register],
+        )
         self.published_version = -1
         self.sessions: dict[str, object] = {}
         self.background: set[asyncio.Task] = set()

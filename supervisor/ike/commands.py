@@ -1,0 +1,207 @@
+"""Crypto template, IKEv2 transform-set and SecGW service configuration (StarOS syntax).
+
+    context NAME
+      ikev2-ikesa transform-set NAME                      (cfg-ctx-ikev2ikesa-tran-set, confirmed)
+        encryption { aes-cbc-128 | aes-cbc-256 | aes-gcm-128 | aes-gcm-256 }
+        group { 14 | 19 | 20 | 31 }      hmac { sha2-256-128 | sha2-384-192 | sha2-512-256 }
+        prf { sha2-256 | sha2-384 | sha2-512 }     lifetime SECONDS
+      crypto template NAME ikev2-dynamic                  (cfg-crypto-tmpl-ikev2-tunnel)
+        authentication { local | remote } certificate
+        certificate name CERT                             (unconfirmed syntax)
+        ca-certificate list ca-cert-name CA [ ca-cert-name CA ]...
+        ikev2-ikesa transform-set list T1 [ T2 ... T6 ]
+        ikev2-ikesa setup-timer SECONDS | retransmission-timeout MSEC | max-retransmissions N
+        max-childsa N [ overload-action { ignore | terminate } ]
+      wsg-service NAME                                    (cfg-ctx-wsg-service)
+        bind address ADDRESS [ port PORT ] crypto-template TEMPLATE   (unconfirmed form)
+Where the public syntax is unconfirmed (../shared/STAROS-CLI.md), the form above is ours;
+the README lists it. Values and ranges follow the confirmed reference pages: transform-set
+list at most 6 names, max-retransmissions 1-8 (default 5), retransmission-timeout
+300-15000 ms (default 500), max-childsa 1-5 (default 2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from supervisor.cli import CommandFailure, EnterBlock, SetLine
+from supervisor.cli.grammar import Grammar
+
+TMPL_MODE = "cfg-crypto-tmpl-ikev2-tunnel"
+TSET_MODE = "cfg-ctx-ikev2ikesa-tran-set"
+WSG_MODE = "cfg-ctx-wsg-service"
+NAME = "NAME(1-127)"
+HELP = {
+    "crypto": "Configures cryptographic settings",
+    "template": "A crypto template (the IKEv2 policy of a service)",
+    "ikev2-dynamic": "A template for dynamically connecting IKEv2 peers",
+    "authentication": "How the peers prove their identity",
+    "local": "The gateway's own authentication",
+    "remote": "The peer's authentication",
+    "certificate": "X.509 certificates (RFC 7427 digital signatures)",
+    "name": "Name",
+    "ca-certificate": "Trust anchors for the peers' certificates",
+    "list": "A list",
+    "ca-cert-name": "A configured ca-certificate",
+    "ikev2-ikesa": "IKE SA settings",
+    "transform-set": "IKE SA transform sets",
+    "setup-timer": "Seconds an IKE SA may take to come up",
+    "retransmission-timeout": "First retransmission after this many milliseconds",
+    "max-retransmissions": "Retransmissions before giving up",
+    "max-childsa": "Child SAs per IKE SA",
+    "overload-action": "What to do with a request beyond the maximum",
+    "encryption": "Encryption algorithm",
+    "group": "Diffie-Hellman group",
+    "hmac": "Integrity algorithm",
+    "prf": "Pseudo-random function",
+    "lifetime": "Lifetime in seconds",
+    "wsg-service": "A security gateway service",
+    "bind": "Binds the service to an address",
+    "address": "The gateway's address for IKE",
+    "port": "UDP port (default 500)",
+    "crypto-template": "The crypto template the service uses",
+}
+
+
+def _tset_line(field: str):
+    return SetLine(field, data=lambda a: a[field])
+
+
+def _ca_list(args: dict, ctx: Any) -> None:
+    names = args["ca"]
+    if len(set(names)) != len(names):
+        raise CommandFailure("a ca-certificate is listed twice")
+    SetLine("ca-certificate-list", data=lambda a: list(names))(args, ctx)
+
+
+def _tset_list(args: dict, ctx: Any) -> None:
+    names = args["tset"]
+    if len(names) > 6:
+        raise CommandFailure("at most 6 transform sets")
+    SetLine("ikesa-transform-set-list", data=lambda a: list(names))(args, ctx)
+
+
+def _bind(args: dict, ctx: Any) -> None:
+    context = ctx.block.parent
+    if context is None or context.get("crypto-template", args["template"]) is None:
+        raise CommandFailure(
+            f"crypto template {args['template']} is not configured in this context"
+        )
+    SetLine(
+        "bind",
+        data=lambda a: {
+            "address": a["address"],
+            "port": a.get("port") or 500,
+            "template": a["template"],
+        },
+    )(args, ctx)
+
+
+def register(g: Grammar) -> None:
+    g.mode(TMPL_MODE, TMPL_MODE, "config-ctx")
+    g.mode(TSET_MODE, TSET_MODE, "config-ctx")
+    g.mode(WSG_MODE, WSG_MODE, "config-ctx")
+
+    g.command(
+        "config-ctx",
+        f"crypto template <name:{NAME}> ikev2-dynamic",
+        EnterBlock("crypto-template", "name", TMPL_MODE),
+        no=f"crypto template <name:{NAME}>",
+        help=HELP,
+    )
+    g.command(
+        "config-ctx",
+        f"ikev2-ikesa transform-set <name:{NAME}>",
+        EnterBlock("ikesa-transform-set", "name", TSET_MODE),
+        no=f"ikev2-ikesa transform-set <name:{NAME}>",
+        help=HELP,
+    )
+    g.command(
+        "config-ctx",
+        f"wsg-service <name:{NAME}>",
+        EnterBlock("wsg-service", "name", WSG_MODE),
+        no=f"wsg-service <name:{NAME}>",
+        help=HELP,
+    )
+
+    # --- the template
+    g.command(
+        TMPL_MODE,
+        "authentication { local | remote }@side certificate",
+        SetLine("authentication", "side", data=lambda a: "certificate"),
+        no="authentication { local | remote }@side",
+        help=HELP,
+    )
+    g.command(TMPL_MODE, f"certificate name <cert:{NAME}>", SetLine("certificate", data=lambda a: a["cert"]),
+              no="certificate", help=HELP)  # fmt: skip
+    g.command(
+        TMPL_MODE,
+        "ca-certificate list ca-cert-name <ca:NAME(1-129)> [ ca-cert-name <ca:NAME(1-129)> ]...",
+        _ca_list,
+        no="ca-certificate",
+        no_handler=lambda a, ctx: SetLine("ca-certificate-list").remove(a, ctx),
+        help=HELP,
+    )
+    g.command(
+        TMPL_MODE,
+        f"ikev2-ikesa transform-set list <tset:{NAME}> [ <tset:{NAME}> ]...",
+        _tset_list,
+        no="ikev2-ikesa transform-set list",
+        no_handler=lambda a, ctx: SetLine("ikesa-transform-set-list").remove(a, ctx),
+        help=HELP,
+    )
+    for word, typ in (
+        ("setup-timer", "INT(1-3600)"),
+        ("retransmission-timeout", "INT(300-15000)"),
+        ("max-retransmissions", "INT(1-8)"),
+    ):
+        g.command(
+            TMPL_MODE,
+            f"ikev2-ikesa {word} <value:{typ}>",
+            SetLine(f"ikesa-{word}", data=lambda a: a["value"]),
+            no=f"ikev2-ikesa {word}",
+            help=HELP,
+        )
+    g.command(
+        TMPL_MODE,
+        "max-childsa <count:INT(1-5)> [ overload-action { ignore | terminate }@action ]",
+        SetLine(
+            "max-childsa",
+            data=lambda a: {"count": a["count"], "action": a.get("action") or "ignore"},
+        ),
+        no="max-childsa",
+        help=HELP,
+    )
+
+    # --- IKE SA transform sets
+    g.command(TSET_MODE, "encryption { aes-cbc-128 | aes-cbc-256 | aes-gcm-128 | aes-gcm-256 }@encryption",
+              _tset_line("encryption"), no="encryption", help=HELP)  # fmt: skip
+    g.command(
+        TSET_MODE, "group { 14 | 19 | 20 | 31 }@group", _tset_line("group"), no="group", help=HELP
+    )
+    g.command(TSET_MODE, "hmac { sha2-256-128 | sha2-384-192 | sha2-512-256 }@hmac", _tset_line("hmac"),
+              no="hmac", help=HELP)  # fmt: skip
+    g.command(
+        TSET_MODE,
+        "prf { sha2-256 | sha2-384 | sha2-512 }@prf",
+        _tset_line("prf"),
+        no="prf",
+        help=HELP,
+    )
+    g.command(
+        TSET_MODE,
+        "lifetime <lifetime:INT(60-86400)>",
+        _tset_line("lifetime"),
+        no="lifetime",
+        help=HELP,
+    )
+
+    # --- the service
+    g.command(
+        WSG_MODE,
+        f"bind address <address:IPADDR> [ port <port:INT(1-65535)> ] crypto-template <template:{NAME}>",
+        _bind,
+        no="bind address",
+        no_handler=lambda a, ctx: SetLine("bind").remove(a, ctx),
+        help=HELP,
+    )
