@@ -1,0 +1,64 @@
+"""NPU steering: new IKE SAs spread stably over the ready cards; known SPIs go to their owner."""
+
+import os
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from chassis.npu import make_spi, steer
+
+
+def ike(spi_i: bytes, spi_r: bytes = bytes(8), flags: int = 0x08) -> bytes:
+    return spi_i + spi_r + bytes([33, 0x20, 34, flags]) + bytes(4) + (28).to_bytes(4, "big")
+
+
+def test_new_sas_are_spread_and_retransmissions_stay():
+    ready = [1, 2, 3]
+    seen = set()
+    for i in range(60):
+        spi_i = os.urandom(8)
+        first = steer(ike(spi_i), ("10.0.0.1", 1000 + i), 500, ready, marked=False)
+        assert first.kind == "ike" and first.slot in ready
+        again = steer(ike(spi_i), ("10.0.0.1", 1000 + i), 500, ready, marked=False)
+        assert again.slot == first.slot  # a retransmission or a COOKIE retry: same card
+        seen.add(first.slot)
+    assert seen == set(ready)
+
+
+def test_known_spis_go_to_the_owner_in_both_directions():
+    ours = make_spi(2, os.urandom(8))
+    as_responder = steer(
+        ike(os.urandom(8), ours, flags=0x08), ("10.0.0.1", 500), 500, [1, 2], False
+    )
+    assert as_responder.slot == 2
+    as_initiator = steer(
+        ike(ours, os.urandom(8), flags=0x20), ("10.0.0.1", 500), 500, [1, 2], False
+    )
+    assert as_initiator.slot == 2
+    gone = steer(
+        ike(os.urandom(8), make_spi(3, os.urandom(8))), ("10.0.0.1", 500), 500, [1, 2], False
+    )
+    assert gone.slot is None and "slot 3" in gone.reason
+
+
+def test_port_4500_framing_keepalives_and_esp():
+    assert steer(b"\xff", ("10.0.0.1", 4500), 4500, [1], True).kind == "keepalive"
+    marked = b"\0\0\0\0" + ike(os.urandom(8))
+    assert steer(marked, ("10.0.0.1", 4500), 4500, [1], True).slot == 1
+    esp = make_spi(1, os.urandom(4)) + (1).to_bytes(4, "big") + os.urandom(40)
+    assert steer(esp, ("10.0.0.1", 4500), 4500, [1], True).kind == "esp"
+    assert steer(esp, ("10.0.0.1", 4500), 4500, [1], True).slot == 1
+
+
+def test_a_card_leaving_moves_only_its_own_new_sas():
+    keys = [(os.urandom(8), ("10.0.0.9", 500 + i)) for i in range(200)]
+    before = {k: steer(ike(k[0]), k[1], 500, [1, 2, 3], False).slot for k in keys}
+    after = {k: steer(ike(k[0]), k[1], 500, [1, 3], False).slot for k in keys}
+    assert all(after[k] == before[k] for k in keys if before[k] != 2)
+
+
+@given(st.binary(max_size=80), st.booleans())
+def test_any_datagram_gets_an_answer_never_an_exception(data, marked):
+    result = steer(data, ("127.0.0.1", 4500), 4500, [1, 2], marked)
+    assert result.slot in (None, 1, 2)
+    assert (result.slot is None) == (result.kind in ("keepalive", "garbage") or bool(result.reason))
