@@ -17,6 +17,7 @@ import secrets
 import signal
 import sys
 
+from cards import templates
 from cards.credentials import Credentials
 from chassis.clock import MonotonicClock
 from chassis.ipc import keys as keyring
@@ -25,6 +26,7 @@ from chassis.ipc.envelope import Envelope
 from chassis.ipc.messages import (
     Ack,
     Beacon,
+    CardStatus,
     CredUpdate,
     Error,
     Heartbeat,
@@ -55,6 +57,7 @@ class Card:
         self.cred_replica = Replica()  # the credential stream (ASR 5500 pushes)
         self.credentials = Credentials()
         self.credentials.pushed = self.cred_replica.entries
+        self.template_status: dict[str, str] = {}
         self.pending = Pending()
         self.epoch = 0  # the highest management epoch seen; lower ones are ignored
         self.registered = False
@@ -133,6 +136,7 @@ class Card:
             self.registered, self.last_refusal = True, ""
             self.last_supervisor = self.mono.now()
             self.ctl.send(Ready(self.replica.seq, self.cred_replica.seq))
+            self.check_templates(force=True)
             log.info(
                 "ready: config seq %d, credential seq %d, epoch %d",
                 self.replica.seq,
@@ -162,6 +166,7 @@ class Card:
             outcome = self.replica.on_update(env.seq, msg.key, msg.value)
             if outcome is Outcome.APPLIED:
                 self.ctl.send(Ack(env.seq))
+                self.check_templates()
             elif outcome is Outcome.GAP:
                 log.warning("config update lost before %d: resync", env.seq)
                 self._start(self._resync_and_ack(self.replica, "config"))
@@ -179,6 +184,7 @@ class Card:
         outcome = self.cred_replica.on_update(seq, msg.key, msg.value)
         if outcome is Outcome.APPLIED:
             self.ctl.send(Ack(seq, "cred"))
+            self.check_templates()
             log.info("credential %s: %s", msg.key, "removed" if msg.value is None else "installed")
         elif outcome is Outcome.GAP:
             log.warning("credential update lost before %d: resync", seq)
@@ -188,6 +194,7 @@ class Card:
         try:
             await self._resync(replica, stream)
             self.ctl.send(Ack(replica.seq, stream))
+            self.check_templates()
         except (TimeoutError, RpcError) as exc:
             log.info("resync: %s", exc)
 
@@ -202,6 +209,19 @@ class Card:
             self.credentials.fetched[key] = value
         log.info("cmp fetch: %s", ", ".join(f"{k} v{v['generation']}" for k, v in bundle.items()))
         self.ctl.reply(inc, True, self.credentials.summary())
+        self.check_templates()
+
+    def check_templates(self, force: bool = False) -> None:
+        """Re-evaluate which crypto templates this card can serve; log and report changes."""
+        status = templates.readiness(self.config.get("config", {}), self.credentials)
+        if status == self.template_status and not force:
+            return
+        for name, state in status.items():
+            if state != self.template_status.get(name):
+                level = logging.INFO if state == templates.READY else logging.WARNING
+                log.log(level, "crypto template %s: %s", name, state)
+        self.template_status = status
+        self.ctl.send(CardStatus(status))
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)

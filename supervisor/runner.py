@@ -24,6 +24,7 @@ from chassis.ipc.envelope import Envelope
 from chassis.ipc.messages import (
     Ack,
     CardStates,
+    CardStatus,
     CredUpdate,
     Error,
     Heartbeat,
@@ -133,6 +134,7 @@ class Supervisor:
         self.platform = self.manifest["platform"]
         self.workers = Workers()
         self.certs = Certificates(self)
+        self.template_status: dict[int, dict] = {}  # slot -> crypto template -> ready / why not
         self.engine = Engine(
             System(self),
             plugins=[pki_commands.register, cmp_commands.register, ike_commands.register],
@@ -247,6 +249,8 @@ class Supervisor:
             self.fanout.on_ack(slot, "config", msg.seq, now)
             self.fanout.on_ack(slot, "cred", msg.cred_seq, now)
             self.cards.on_ready(slot, msg.seq, now)
+        elif isinstance(msg, CardStatus):
+            self.template_status[slot] = msg.templates
         elif isinstance(msg, Ack):
             self.fanout.on_ack(slot, msg.stream, msg.seq, now)
             if msg.stream == "config":
@@ -337,6 +341,7 @@ class Supervisor:
         for row in rows:
             if row["slot"] in self.packet_slots:
                 row["cred_seq"] = self.fanout.acked["cred"][row["slot"]]
+                row["templates"] = self.template_status.get(row["slot"], {})
             if self.platform == "asr9000" and row["type"] == "vsm":
                 fetched = self.certs.vsm_fetch.get(row["slot"])
                 row["fetch"] = fetched

@@ -403,3 +403,52 @@ def test_exec_with_a_bad_card_is_refused(asr5500):
 
 def _json(text):
     return json.loads(text)
+
+
+TEMPLATE = [
+    "configure",
+    "context segw",
+    "crypto template segw-tmpl ikev2-dynamic",
+    "authentication local certificate",
+    "authentication remote certificate",
+    "certificate name segw",
+    "ca-certificate list ca-cert-name root",
+    "end",
+]
+
+
+def templates(ch, slot):
+    rows = ch.exec("show card table")[0].data["cards"]
+    return next(r for r in rows if r["slot"] == slot).get("templates", {})
+
+
+def test_a_vsm_without_fetched_credentials_refuses_certificate_ike_and_says_why(
+    chassis_factory, tmp_path
+):
+    ch = chassis_factory(write_topology(tmp_path, ASR9000.format(name="vsmtmpl")))
+    put_files(ch)
+    ok(ch, *INSTALL, *TEMPLATE)
+    wait_until(
+        lambda: templates(ch, 0).get("segw/segw-tmpl", "").startswith("refusing"), 5, what="refusal"
+    )
+    assert "cmp fetch" in templates(ch, 0)["segw/segw-tmpl"]
+    log = (ch.run.logs / "vsm-0.log").read_text()
+    assert "crypto template segw/segw-tmpl: refusing certificate-based IKE" in log
+    ok(ch, "cmp fetch current-cert segw ca-root root", card=0)
+    wait_until(lambda: templates(ch, 0).get("segw/segw-tmpl") == "ready", 5, what="VSM 0 ready")
+    assert templates(ch, 1)["segw/segw-tmpl"].startswith("refusing")  # VSM 1 fetched nothing
+
+
+def test_dpcs_are_ready_once_the_certificate_is_pushed(asr5500):
+    ok(asr5500, *TEMPLATE)
+    wait_until(
+        lambda: templates(asr5500, 1).get("segw/segw-tmpl", "").startswith("refusing"),
+        5,
+        what="refusal",
+    )
+    ok(asr5500, *INSTALL)
+    wait_until(
+        lambda: all(templates(asr5500, s).get("segw/segw-tmpl") == "ready" for s in (1, 2)),
+        5,
+        what="ready",
+    )

@@ -80,6 +80,13 @@ class CredUpdate:
     value: Any
 
 
+@message("card-status")
+class CardStatus:
+    """What a card can serve: per crypto template, "ready" or why it refuses."""
+
+    templates: dict
+
+
 # --- supervisor -> packet cards (state PUB/SUB, the Clone pattern) ------------
 
 
