@@ -16,6 +16,7 @@ import os
 import secrets
 import signal
 import sys
+from collections import Counter
 
 from cards import templates
 from cards.credentials import Credentials
@@ -28,6 +29,7 @@ from chassis.ipc.messages import (
     Beacon,
     CardStatus,
     CredUpdate,
+    Datagram,
     Error,
     Heartbeat,
     Ready,
@@ -58,6 +60,8 @@ class Card:
         self.credentials = Credentials()
         self.credentials.pushed = self.cred_replica.entries
         self.template_status: dict[str, str] = {}
+        self.counters: Counter[str] = Counter()
+        self.reported: dict = {}
         self.pending = Pending()
         self.epoch = 0  # the highest management epoch seen; lower ones are ignored
         self.registered = False
@@ -80,7 +84,16 @@ class Card:
             ep["state"], server, [f"slot-{self.slot}\0".encode(), b"beacon\0"]
         )
         self.ctl = self.node.dealer(ep["control"], server, f"slot-{self.slot}")
-        for channel, handler in ((self.ctl, self.on_control), (self.sub, self.on_state)):
+        # The NPU (in the backplane) hands this card its gateway datagrams.
+        self.npu = self.node.dealer(
+            ep["backplane"], keyring.public_key(keys, "backplane"), f"card-{self.slot}"
+        )
+        self.npu.send(Request("npu.attach", {}))
+        for channel, handler in (
+            (self.ctl, self.on_control),
+            (self.sub, self.on_state),
+            (self.npu, self.on_npu),
+        ):
             channel.listen(lambda inc, c=channel, h=handler: self._dispatch(c, inc, h))
         tasks = [asyncio.create_task(self._tick())]
         await self.stopping.wait()
@@ -211,6 +224,12 @@ class Card:
         self.ctl.reply(inc, True, self.credentials.summary())
         self.check_templates()
 
+    def on_npu(self, inc: Incoming, env: Envelope) -> None:
+        msg = env.msg
+        if isinstance(msg, Datagram):
+            self.counters["npu_rx"] += 1
+            # The IKEv2 engine (cards/ike) takes these once it is on the wire.
+
     def check_templates(self, force: bool = False) -> None:
         """Re-evaluate which crypto templates this card can serve; log and report changes."""
         status = templates.readiness(self.config.get("config", {}), self.credentials)
@@ -221,7 +240,11 @@ class Card:
                 level = logging.INFO if state == templates.READY else logging.WARNING
                 log.log(level, "crypto template %s: %s", name, state)
         self.template_status = status
-        self.ctl.send(CardStatus(status))
+        self._report()
+
+    def _report(self) -> None:
+        self.reported = dict(self.counters)
+        self.ctl.send(CardStatus(self.template_status, dict(self.counters)))
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)
@@ -244,6 +267,8 @@ class Card:
                 self.registered = False
             if not self.registered:
                 self._start(self._register())
+            elif self.counters != self.reported:
+                self._report()
             await asyncio.sleep(self.interval)
 
 

@@ -27,9 +27,19 @@ from pathlib import Path
 
 from chassis import procs
 from chassis.ipc import keys as keyring
-from chassis.ipc.messages import CardStates, Error, Hello, Power, ProcEvent, Request
+from chassis.ipc.messages import (
+    CardStates,
+    Datagram,
+    Error,
+    Hello,
+    NpuBinds,
+    Power,
+    ProcEvent,
+    Request,
+)
 from chassis.ipc.rundir import RunDir
 from chassis.ipc.sockets import Channel, Incoming, Node
+from chassis.npu_io import Npu
 from chassis.topology import Card, Topology
 
 log = logging.getLogger("backplane")
@@ -122,6 +132,7 @@ class Backplane:
         self.bus: Channel | None = None
         self.stopping = asyncio.Event()
         self.lab: dict[str, tuple[subprocess.Popen, int]] = {}
+        self.npu = Npu(self._to_card, self._serving)
 
     # --- processes ---------------------------------------------------------
 
@@ -150,6 +161,7 @@ class Backplane:
         slot.state, slot.expect_exit = "booting", False
         if slot.card.is_management and slot.role == "active":
             self.epoch += 1
+            self.node.epoch = self.epoch  # what the backplane sends (NPU datagrams) is current
         fd = os.pidfd_open(slot.proc.pid)
         asyncio.get_running_loop().add_reader(fd, self._exited, slot, slot.proc, fd)
         self.save_pids()
@@ -248,6 +260,13 @@ class Backplane:
         elif isinstance(msg, Power):
             if inc.env.epoch == self.epoch and msg.slot in self.slots and msg.action == "restart":
                 self.restart(self.slots[msg.slot])
+        elif isinstance(msg, Datagram):  # a card answers a peer
+            self.npu.send(msg)
+        elif isinstance(msg, NpuBinds):
+            if inc.env.epoch == self.epoch:
+                asyncio.get_running_loop().create_task(self.npu.bind(msg.binds))
+        elif isinstance(msg, Request) and msg.method == "npu.attach":
+            self.bus.reply(inc, True)  # the card's identity is now routable
         elif isinstance(msg, Request) and msg.method == "status":
             self.bus.reply(inc, True, self.status())
         elif isinstance(msg, Request) and msg.method == "shutdown":
@@ -273,6 +292,15 @@ class Backplane:
         self.bus.reply(
             inc, True, {"epoch": self.epoch, "role": slot.role, "slots": self.status()["slots"]}
         )
+
+    def _serving(self) -> list[int]:
+        """Packet cards that take new IKE SAs: active and in service."""
+        return sorted(
+            n for n, s in self.slots.items() if not s.card.is_management and s.state == "active"
+        )
+
+    def _to_card(self, slot: int, msg: Datagram) -> bool:
+        return self.bus.send(msg, to=f"card-{slot}".encode()) is not None
 
     def on_states(self, msg: CardStates) -> None:
         for key, entry in msg.states.items():
@@ -303,6 +331,7 @@ class Backplane:
                 }
                 for s in self.slots.values()
             ],
+            "npu": dict(self.npu.counts),
             "lab": {
                 name: {
                     "pid": proc.pid if proc.poll() is None else None,
@@ -331,6 +360,7 @@ class Backplane:
             log.exception("while handling %s", inc.env.type if inc.env else "?")
 
     def shutdown(self) -> None:
+        self.npu.close()
         records = [(s.proc.pid, s.started_ticks) for s in self.slots.values() if s.pid]
         records += [(p.pid, started) for p, started in self.lab.values() if p.poll() is None]
         for s in self.slots.values():

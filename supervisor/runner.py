@@ -29,6 +29,7 @@ from chassis.ipc.messages import (
     Error,
     Heartbeat,
     Hello,
+    NpuBinds,
     Power,
     ProcEvent,
     Ready,
@@ -135,6 +136,8 @@ class Supervisor:
         self.workers = Workers()
         self.certs = Certificates(self)
         self.template_status: dict[int, dict] = {}  # slot -> crypto template -> ready / why not
+        self.card_counters: dict[int, dict] = {}
+        self.npu_binds: list[dict] = []
         self.engine = Engine(
             System(self),
             plugins=[pki_commands.register, cmp_commands.register, ike_commands.register],
@@ -251,6 +254,7 @@ class Supervisor:
             self.cards.on_ready(slot, msg.seq, now)
         elif isinstance(msg, CardStatus):
             self.template_status[slot] = msg.templates
+            self.card_counters[slot] = msg.counters
         elif isinstance(msg, Ack):
             self.fanout.on_ack(slot, msg.stream, msg.seq, now)
             if msg.stream == "config":
@@ -278,6 +282,15 @@ class Supervisor:
         projection = self.engine.projection()
         for slot in self.packet_slots:
             self.fanout.set_config(slot, "config", projection)
+        binds = [
+            svc["bind"]
+            for ctx in projection["config"].get("context", {}).values()
+            for svc in ctx.get("wsg-service", {}).values()
+            if "bind" in svc
+        ]
+        if binds != self.npu_binds:  # the backplane's NPU listens where the services are bound
+            self.npu_binds = binds
+            self.bp.send(NpuBinds(binds))
 
     def sync_credentials(self) -> None:
         """Push the store's certificates and keys to every packet card (ASR 5500 only)."""
@@ -342,6 +355,7 @@ class Supervisor:
             if row["slot"] in self.packet_slots:
                 row["cred_seq"] = self.fanout.acked["cred"][row["slot"]]
                 row["templates"] = self.template_status.get(row["slot"], {})
+                row["counters"] = self.card_counters.get(row["slot"], {})
             if self.platform == "asr9000" and row["type"] == "vsm":
                 fetched = self.certs.vsm_fetch.get(row["slot"])
                 row["fetch"] = fetched

@@ -85,6 +85,7 @@ class CardStatus:
     """What a card can serve: per crypto template, "ready" or why it refuses."""
 
     templates: dict
+    counters: dict = field(default_factory=dict)  # e.g. {"npu_rx": 12}
 
 
 # --- supervisor -> packet cards (state PUB/SUB, the Clone pattern) ------------
@@ -133,3 +134,22 @@ class ProcEvent:
     event: str  # "started" | "exited"
     pid: int
     code: int | None = None
+
+
+# --- the NPU (backplane) <-> packet cards ------------------------------------------
+
+
+@message("npu-binds")
+class NpuBinds:
+    """Supervisor -> backplane: the gateway addresses to listen on (from wsg-service binds)."""
+
+    binds: list  # [{"address": "127.0.0.2", "port": 500}]
+
+
+@message("datagram")
+class Datagram:
+    """A UDP datagram of the gateway: NPU -> card as received, card -> NPU to send."""
+
+    local: list  # [address, port] of the gateway
+    remote: list  # [address, port] of the peer
+    data: bytes
