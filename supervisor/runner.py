@@ -198,6 +198,7 @@ class Supervisor:
         await self.stopping.wait()
         for t in tasks:
             t.cancel()
+        self.workers.close()
         self.node.close()
 
     def _listen(self, channel: Channel, handler) -> None:
