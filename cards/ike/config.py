@@ -1,0 +1,121 @@
+"""What one IKE endpoint (a crypto template on a card, or a lab eNodeB) is configured with.
+
+Pure data: the runner builds it from the template and the credentials fanned out by the
+supervisor; the engine never reads files.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+
+from cryptography import x509
+
+from .const import AuthMethod, DhGroup, Encr, HashAlg, IdType, Integ, Prf, TsType
+from .crypto import Suite
+from .payloads import TrafficSelector
+
+
+@dataclass(frozen=True)
+class IkeProposal:
+    """One IKE SA transform set; sent as one SA proposal (one transform of each type)."""
+
+    encr: Encr
+    key_bits: int
+    prf: Prf
+    integ: Integ
+    dh: DhGroup
+
+    @property
+    def suite(self) -> Suite:
+        return Suite(self.encr, self.key_bits, self.prf, self.integ)
+
+    def __str__(self) -> str:
+        parts = [f"{Encr(self.encr).name.lower()}{self.key_bits}", Prf(self.prf).name.lower()]
+        if self.integ != Integ.NONE:
+            parts.insert(1, Integ(self.integ).name.lower())
+        return "-".join([*parts, DhGroup(self.dh).name.lower()])
+
+
+def _p(encr, bits, prf, integ, dh) -> IkeProposal:
+    return IkeProposal(encr, bits, prf, integ, dh)
+
+
+# StarOS-like defaults, strongest first; GCM and CBC, the four groups the engine implements.
+DEFAULT_PROPOSALS: tuple[IkeProposal, ...] = (
+    _p(Encr.AES_GCM_16, 256, Prf.HMAC_SHA2_384, Integ.NONE, DhGroup.ECP_384),
+    _p(Encr.AES_GCM_16, 256, Prf.HMAC_SHA2_256, Integ.NONE, DhGroup.ECP_256),
+    _p(Encr.AES_GCM_16, 128, Prf.HMAC_SHA2_256, Integ.NONE, DhGroup.CURVE25519),
+    _p(Encr.AES_CBC, 256, Prf.HMAC_SHA2_512, Integ.HMAC_SHA2_512_256, DhGroup.ECP_384),
+    _p(Encr.AES_CBC, 256, Prf.HMAC_SHA2_384, Integ.HMAC_SHA2_384_192, DhGroup.ECP_384),
+    _p(Encr.AES_CBC, 256, Prf.HMAC_SHA2_256, Integ.HMAC_SHA2_256_128, DhGroup.ECP_256),
+    _p(Encr.AES_CBC, 128, Prf.HMAC_SHA2_256, Integ.HMAC_SHA2_256_128, DhGroup.MODP_2048),
+    _p(Encr.AES_CBC, 256, Prf.HMAC_SHA2_256, Integ.HMAC_SHA2_256_128, DhGroup.MODP_2048),
+)
+
+
+@dataclass(frozen=True)
+class ChildProposal:
+    """The ESP transform set an initiator offers for its first CHILD_SA (in IKE_AUTH)."""
+
+    encr: Encr = Encr.AES_GCM_16
+    key_bits: int = 256
+    integ: Integ = Integ.NONE
+
+
+def _any(ts_type=TsType.IPV4_ADDR_RANGE) -> TrafficSelector:
+    return TrafficSelector(
+        ts_type,
+        0,
+        0,
+        65535,
+        ipaddress.ip_address("0.0.0.0"),
+        ipaddress.ip_address("255.255.255.255"),
+    )
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Own certificate, its private key and the intermediates above it (any order)."""
+
+    cert: x509.Certificate
+    key: object
+    intermediates: tuple[x509.Certificate, ...] = ()
+
+
+@dataclass(frozen=True)
+class IkeConfig:
+    credentials: Credentials
+    trust_anchors: tuple[x509.Certificate, ...]  # the template's ca-certificate list
+    proposals: tuple[IkeProposal, ...] = DEFAULT_PROPOSALS
+    auth_method: AuthMethod = AuthMethod.DIGITAL_SIGNATURE
+    # Methods accepted from the peer; add RSA_SIG (1) to accept classic RSA signatures.
+    accept_auth_methods: frozenset[AuthMethod] = frozenset({AuthMethod.DIGITAL_SIGNATURE})
+    hash_algorithms: tuple[HashAlg, ...] = (HashAlg.SHA2_256, HashAlg.SHA2_384, HashAlg.SHA2_512)
+    local_id: tuple[IdType, bytes] | None = None  # None: derived from the certificate
+    max_chain: int = 4
+    retransmit_timeout_ms: int = 500
+    max_retransmissions: int = 5
+    setup_timeout_s: float = 30.0
+    cookie_threshold: int | None = 1000  # half-open SAs before COOKIE is demanded; None: never
+    child_proposal: ChildProposal | None = field(default_factory=ChildProposal)
+    child_ts_local: tuple[TrafficSelector, ...] = (_any(),)
+    child_ts_remote: tuple[TrafficSelector, ...] = (_any(),)
+
+    def identity(self) -> tuple[IdType, bytes]:
+        """Our ID payload: configured, else the certificate's first DNS SAN, else its DN."""
+        if self.local_id is not None:
+            return self.local_id
+        cert = self.credentials.cert
+        try:
+            san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            names = san.get_values_for_type(x509.DNSName)
+        except x509.ExtensionNotFound:
+            names = []
+        if names:
+            return IdType.FQDN, names[0].encode("ascii")
+        return IdType.DER_ASN1_DN, cert.subject.public_bytes()
+
+    @property
+    def groups(self) -> tuple[DhGroup, ...]:
+        return tuple(dict.fromkeys(p.dh for p in self.proposals))

@@ -1,0 +1,190 @@
+"""The IKEv2 endpoint: many IKE SAs keyed by our SPI, sans-IO (DESIGN principle 1).
+
+Datagrams and the monotonic ``now`` (seconds) go in; ``Send`` and events come out. The
+runner calls ``get_timer()`` and ``handle_timer(now)``; randomness (``rand``), our SPIs
+(``spi_alloc``: the chassis puts the card slot in the top bits) and the warpable wall clock
+used for certificate validity (``wall_clock``) are injected. No peer input raises: malformed
+datagrams are dropped or answered as RFC 7296 says, and a bug becomes an InternalError event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+from collections.abc import Callable
+
+from .config import IkeConfig
+from .const import FLAG_INITIATOR, FLAG_RESPONSE, ExchangeType, NotifyType
+from .events import Addr, Dropped, InternalError, Out, Rejected, Send
+from .message import (
+    HEADER_LEN,
+    IkeDecodeError,
+    Message,
+    NoncePayload,
+    NotifyPayload,
+    add_non_esp_marker,
+    strip_non_esp_marker,
+)
+from .sa import IkeSa, State
+from .tasks.informational import DeleteTask, LivenessTask
+
+ZERO_SPI = bytes(8)
+
+
+class Endpoint:
+    def __init__(self, config: IkeConfig, *, rand: Callable[[int], bytes], wall_clock,
+                 spi_alloc: Callable[[], bytes] | None = None, cookie_secret: bytes | None = None,
+                 local: Addr = ("0.0.0.0", 500)):  # fmt: skip
+        self.config, self.rand, self.wall_clock = config, rand, wall_clock
+        self.spi_alloc = spi_alloc or (lambda: rand(8))
+        self.cookie_secret = cookie_secret if cookie_secret is not None else rand(32)
+        self.local = local
+        self.sas: dict[bytes, IkeSa] = {}  # by our SPI
+        self.half_open: dict[tuple[Addr, bytes], bytes] = {}  # (peer, SPIi) -> our SPIr
+
+    # ------------------------------------------------------------------ API
+    def receive(self, datagram: bytes, src: Addr, dst: Addr, now: float) -> list[Out]:
+        try:
+            return self._receive(bytes(datagram), tuple(src), tuple(dst), now)
+        except Exception as exc:  # a bug must not take the card down with it
+            return [InternalError(f"{type(exc).__name__}: {exc}")]
+
+    def initiate(self, peer: Addr, now: float, local: Addr | None = None) -> list[Out]:
+        sa = IkeSa(self.config, self.rand, initiator=True, spi_i=self._new_spi(),
+                   local=local or self.local, peer=peer, wall_clock=self.wall_clock)  # fmt: skip
+        self.sas[sa.spi_i] = sa
+        return self._guard(sa, sa.start, now)
+
+    def delete(self, spi: bytes, now: float) -> list[Out]:
+        """Delete the IKE SA whose SPI (ours) is ``spi`` with an INFORMATIONAL exchange."""
+        sa = self.sas.get(spi)
+        return (
+            self._guard(sa, sa.queue, ExchangeType.INFORMATIONAL, [DeleteTask()], now) if sa else []
+        )
+
+    def check_liveness(self, spi: bytes, now: float) -> list[Out]:
+        sa = self.sas.get(spi)
+        return (
+            self._guard(sa, sa.queue, ExchangeType.INFORMATIONAL, [LivenessTask()], now)
+            if sa
+            else []
+        )
+
+    def get_timer(self) -> float | None:
+        times = [t for t in (sa.next_timer() for sa in self.sas.values()) if t is not None]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> list[Out]:
+        out: list[Out] = []
+        for sa in list(self.sas.values()):
+            due = sa.next_timer()
+            if due is not None and due <= now:
+                out += self._guard(sa, sa.handle_timer, now)
+        return out
+
+    def export_sa(self, spi: bytes) -> dict:
+        return self.sas[spi].to_checkpoint()
+
+    def import_sa(self, checkpoint: dict) -> IkeSa:
+        sa = IkeSa.from_checkpoint(checkpoint, self.config, self.rand, self.wall_clock)
+        self.sas[sa.my_spi] = sa
+        return sa
+
+    # ------------------------------------------------------------------ dispatch
+    def _receive(self, data: bytes, src: Addr, dst: Addr, now: float) -> list[Out]:
+        if 500 not in (src[1], dst[1]):
+            marked, data = strip_non_esp_marker(data)
+            if not marked:
+                return [Dropped(src, "no non-ESP marker on the NAT-T port (ESP or keepalive)")]
+        if len(data) < HEADER_LEN:
+            return [Dropped(src, "shorter than an IKE header")]
+        spi_i, spi_r, _, version, exchange, flags, mid = struct.unpack_from("!8s8sBBBBI", data)
+        response, from_initiator = bool(flags & FLAG_RESPONSE), bool(flags & FLAG_INITIATOR)
+        if version >> 4 != 2:
+            if version >> 4 > 2 and not response:  # RFC 7296 2.5: say which version we speak
+                return [self._notice(data, NotifyType.INVALID_MAJOR_VERSION, b"", src, dst)]
+            return [Dropped(src, f"IKE major version {version >> 4}")]
+        try:
+            msg = Message.decode(data)
+        except IkeDecodeError as exc:
+            unsupported = exc.notify == NotifyType.UNSUPPORTED_CRITICAL_PAYLOAD
+            if unsupported and exchange == ExchangeType.IKE_SA_INIT and not response:
+                return [self._notice(data, exc.notify, exc.data, src, dst)]
+            return [Dropped(src, f"malformed: {exc.reason}")]
+        if from_initiator and exchange == ExchangeType.IKE_SA_INIT and not response:
+            return self._init_request(msg, src, dst, now)
+        sa = self.sas.get(spi_r if from_initiator else spi_i)
+        if sa is None or sa.initiator == from_initiator:
+            if not response and exchange != ExchangeType.IKE_SA_INIT:  # RFC 7296 2.21.4
+                return [self._notice(data, NotifyType.INVALID_IKE_SPI, b"", src, dst)]
+            return [Dropped(src, "unknown IKE SPI")]
+        return self._guard(sa, sa.receive, msg, src, dst, now)
+
+    def _init_request(self, msg: Message, src: Addr, dst: Addr, now: float) -> list[Out]:
+        if msg.spi_r != ZERO_SPI or msg.message_id != 0:
+            return [Dropped(src, "IKE_SA_INIT request with a responder SPI or message ID")]
+        known = self.sas.get(self.half_open.get((src, msg.spi_i), b""))
+        if known is not None:  # a retransmission: the SA answers from its cache
+            return self._guard(known, known.receive, msg, src, dst, now)
+        threshold = self.config.cookie_threshold
+        if threshold is not None and len(self.half_open) >= threshold:
+            nonce = msg.first(NoncePayload)
+            if nonce is None:
+                return [Dropped(src, "IKE_SA_INIT without a nonce")]
+            want = self._cookie(nonce.data, src, msg.spi_i)
+            got = msg.notify(NotifyType.COOKIE)
+            if got is None or not hmac.compare_digest(got.data, want):
+                reason = "half-open SAs over the cookie threshold"
+                return [self._notice(msg.raw, NotifyType.COOKIE, want, src, dst),
+                        Rejected(src, NotifyType.COOKIE, reason)]  # fmt: skip
+        sa = IkeSa(self.config, self.rand, initiator=False, spi_i=msg.spi_i,
+                   spi_r=self._new_spi(), local=dst, peer=src, wall_clock=self.wall_clock)  # fmt: skip
+        sa.setup_deadline = now + self.config.setup_timeout_s
+        self.sas[sa.spi_r] = sa
+        out = self._guard(sa, sa.receive, msg, src, dst, now)
+        if sa.state is State.WAIT_AUTH_REQUEST:
+            sa.half_open_key = (src, msg.spi_i)
+            self.half_open[sa.half_open_key] = sa.spi_r
+        return out
+
+    def _guard(self, sa: IkeSa, fn, *args) -> list[Out]:
+        """Run one SA step, then forget it if it died or index it if it is no longer half-open."""
+        try:
+            out = fn(*args)
+        except Exception as exc:  # a bug: kill the one SA, keep the card
+            sa.state = State.DEAD
+            out = [InternalError(f"{type(exc).__name__}: {exc}")]
+        if sa.half_open_key is not None and sa.state is not State.WAIT_AUTH_REQUEST:
+            self.half_open.pop(sa.half_open_key, None)
+            sa.half_open_key = None
+        if sa.state is State.DEAD:
+            self.sas.pop(sa.my_spi, None)
+        return out
+
+    # ------------------------------------------------------------------ helpers
+    def _new_spi(self) -> bytes:
+        for _ in range(16):
+            spi = bytes(self.spi_alloc())
+            if len(spi) == 8 and spi != ZERO_SPI and spi not in self.sas:
+                return spi
+        raise RuntimeError("SPI allocator keeps returning used or invalid SPIs")
+
+    def _cookie(self, ni: bytes, src: Addr, spi_i: bytes) -> bytes:
+        """<VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>)   (RFC 7296 2.6)."""
+        digest = hashlib.sha256(ni + src[0].encode() + spi_i + self.cookie_secret).digest()
+        return b"\x00" + digest
+
+    def _notice(self, request: bytes, notify: int, data: bytes, src: Addr, dst: Addr) -> Send:
+        """An unprotected answer outside any SA, SPIs and message ID copied (2.21.4)."""
+        spi_i, spi_r, _, _, exchange, flags, mid = struct.unpack_from("!8s8sBBBBI", request)
+        if notify == NotifyType.INVALID_IKE_SPI:
+            exchange = ExchangeType.INFORMATIONAL
+        if exchange == ExchangeType.IKE_SA_INIT:
+            spi_r = ZERO_SPI
+        out_flags = FLAG_RESPONSE | (0 if flags & FLAG_INITIATOR else FLAG_INITIATOR)
+        msg = Message(spi_i, spi_r, exchange, out_flags, mid, [NotifyPayload(notify, data)])
+        raw = msg.encode()
+        if 500 not in (src[1], dst[1]):
+            raw = add_non_esp_marker(raw)
+        return Send(raw, dst, src)

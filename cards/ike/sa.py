@@ -1,0 +1,453 @@
+"""One IKE SA: the state machine and the task manager (message IDs, retransmission, SK).
+
+Message-ID window 1 (RFC 7296 2.3): at most one request of ours is outstanding, retransmitted
+with exponential backoff until answered or given up; a repeated request from the peer is
+answered from the cached response, byte for byte, without processing it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from enum import Enum
+
+from .config import IkeConfig, IkeProposal
+from .const import (
+    FLAG_INITIATOR,
+    FLAG_RESPONSE,
+    DhGroup,
+    Encr,
+    ExchangeType,
+    Integ,
+    Prf,
+)
+from .crypto import IkeKeys, IntegrityError, derive_ike_keys, open_sk, seal, skeyseed
+from .errors import IkeError, PeerRefused, Restart
+from .events import (
+    Addr,
+    Alive,
+    AuthFailed,
+    Deleted,
+    Dropped,
+    Established,
+    Out,
+    Rejected,
+    Retransmit,
+    Send,
+)
+from .message import IkeDecodeError, Message, NotifyPayload, SkPayload, add_non_esp_marker
+from .tasks import Ctx, Task
+from .tasks.auth import AuthTask
+from .tasks.cert_pre import CertPreTask
+from .tasks.child import ChildRefusalTask, ChildTask
+from .tasks.informational import AuthFailedNotice, InformationalResponder
+from .tasks.init import InitTask
+
+X = ExchangeType
+
+
+class State(Enum):
+    """Named after what the SA waits for."""
+
+    NEW = "new"  # nothing sent or answered yet
+    WAIT_INIT_RESPONSE = "wait-init-response"  # initiator sent IKE_SA_INIT
+    WAIT_AUTH_REQUEST = "wait-auth-request"  # responder answered IKE_SA_INIT (half-open)
+    WAIT_AUTH_RESPONSE = "wait-auth-response"  # initiator sent IKE_AUTH
+    ESTABLISHED = "established"  # waits for INFORMATIONAL (or CREATE_CHILD_SA) requests
+    DELETING = "deleting"  # sent a Delete for the IKE SA, waits for the answer
+    DEAD = "dead"  # waits for nothing; the endpoint forgets it
+
+
+class Trigger(Enum):
+    INIT_SENT = "init-sent"
+    INIT_ANSWERED = "init-answered"
+    AUTH_SENT = "auth-sent"
+    AUTHENTICATED = "authenticated"
+    DELETE_SENT = "delete-sent"
+    CLOSED = "closed"
+    FAILED = "failed"
+
+
+S, T = State, Trigger
+TRANSITIONS: dict[tuple[State, Trigger], State] = {
+    (S.NEW, T.INIT_SENT): S.WAIT_INIT_RESPONSE,
+    (S.NEW, T.INIT_ANSWERED): S.WAIT_AUTH_REQUEST,
+    (S.WAIT_INIT_RESPONSE, T.AUTH_SENT): S.WAIT_AUTH_RESPONSE,
+    (S.WAIT_AUTH_REQUEST, T.AUTHENTICATED): S.ESTABLISHED,
+    (S.WAIT_AUTH_RESPONSE, T.AUTHENTICATED): S.ESTABLISHED,
+    (S.ESTABLISHED, T.DELETE_SENT): S.DELETING,
+    (S.ESTABLISHED, T.CLOSED): S.DEAD,
+    (S.DELETING, T.CLOSED): S.DEAD,
+} | {(s, T.FAILED): S.DEAD for s in State if s is not S.DEAD}
+
+# Requests the SA answers in each state; any other request is dropped.
+ANSWERS: dict[State, frozenset[int]] = {
+    S.NEW: frozenset({X.IKE_SA_INIT}),
+    S.WAIT_AUTH_REQUEST: frozenset({X.IKE_AUTH}),
+    S.ESTABLISHED: frozenset({X.INFORMATIONAL, X.CREATE_CHILD_SA}),
+    S.DELETING: frozenset({X.INFORMATIONAL, X.CREATE_CHILD_SA}),
+}
+SETUP_STATES = frozenset({S.NEW, S.WAIT_INIT_RESPONSE, S.WAIT_AUTH_REQUEST, S.WAIT_AUTH_RESPONSE})
+
+
+@dataclass
+class Outstanding:
+    """Our request in flight: its tasks wait for the response; its bytes are retransmitted."""
+
+    exchange: int
+    tasks: list[Task]
+    message_id: int
+    data: bytes
+    deadline: float
+    retries: int = 0
+
+
+def _digest(request: bytes) -> bytes:
+    return hashlib.sha256(request).digest()
+
+
+class IkeSa:
+    def __init__(self, config: IkeConfig, rand: Callable[[int], bytes], *, initiator: bool,
+                 spi_i: bytes, spi_r: bytes = bytes(8), local: Addr = ("0.0.0.0", 500),
+                 peer: Addr = ("0.0.0.0", 500), wall_clock=None):  # fmt: skip
+        self.config, self.rand, self.wall_clock = config, rand, wall_clock
+        self.initiator = initiator
+        self.spi_i, self.spi_r = spi_i, spi_r
+        self.local, self.peer = tuple(local), tuple(peer)
+        self.state = State.NEW
+        self.proposal: IkeProposal | None = None
+        self.suite = None
+        self.keys: IkeKeys | None = None
+        self.ni = self.nr = b""
+        self.init_request = self.init_response = b""  # as sent, for the AUTH octets
+        self.peer_hashes: tuple = ()  # peer's SIGNATURE_HASH_ALGORITHMS
+        self.peer_certreq: list[bytes] = []
+        self.peer_id = self.peer_cert_subject = ""
+        self.nat_local = self.nat_remote = False
+        self.send_mid = 0  # next request we send
+        self.recv_mid = 0  # next request we expect
+        # (message ID, SHA-256 of the request, our response): answers its retransmissions
+        self.cached: tuple[int, bytes, bytes] | None = None
+        self.outstanding: Outstanding | None = None
+        self.pending: list[tuple[int, list[Task]]] = []
+        self.setup_deadline: float | None = None
+        self.half_open_key = None  # the endpoint's index entry while WAIT_AUTH_REQUEST
+        self._out: list[Out] = []
+        self._setup: dict[str, Task] = {}
+
+    # ------------------------------------------------------------------ role views
+    @property
+    def my_spi(self) -> bytes:
+        return self.spi_i if self.initiator else self.spi_r
+
+    @property
+    def own_init(self) -> bytes:
+        return self.init_request if self.initiator else self.init_response
+
+    @property
+    def peer_init(self) -> bytes:
+        return self.init_response if self.initiator else self.init_request
+
+    @property
+    def own_nonce(self) -> bytes:
+        return self.ni if self.initiator else self.nr
+
+    @property
+    def peer_nonce(self) -> bytes:
+        return self.nr if self.initiator else self.ni
+
+    def set_keys(self, chosen: IkeProposal, shared: bytes) -> None:
+        self.proposal, self.suite = chosen, chosen.suite
+        seed = skeyseed(chosen.prf, self.ni, self.nr, shared)
+        self.keys = derive_ike_keys(self.suite, seed, self.ni, self.nr, self.spi_i, self.spi_r)
+
+    # ------------------------------------------------------------------ state and events
+    def fire(self, trigger: Trigger) -> None:
+        new = TRANSITIONS.get((self.state, trigger))
+        if new is None:
+            raise RuntimeError(f"no transition from {self.state.name} on {trigger.name}")
+        self.state = new
+
+    def emit(self, event: Out) -> None:
+        self._out.append(event)
+
+    def authenticated(self) -> None:
+        self.fire(T.AUTHENTICATED)
+        self.setup_deadline = None
+        self.emit(Established(self.spi_i, self.spi_r, self.peer_id, self.peer_cert_subject,
+                              self.peer, str(self.proposal), self.initiator))  # fmt: skip
+
+    def deleting(self) -> None:
+        self.fire(T.DELETE_SENT)
+
+    def close(self, reason: str) -> None:
+        self.fire(T.CLOSED)
+        self.emit(Deleted(self.spi_i, self.spi_r, reason))
+
+    def alive(self) -> None:
+        self.emit(Alive(self.spi_i, self.spi_r))
+
+    def fail(self, reason: str, *, auth: bool = False) -> None:
+        if self.state is S.DEAD:
+            return
+        self.fire(T.FAILED)
+        self.outstanding, self.pending = None, []
+        if auth:
+            self.emit(AuthFailed(self.spi_i, self.spi_r, reason, self.peer))
+        else:
+            self.emit(Deleted(self.spi_i, self.spi_r, reason))
+
+    # ------------------------------------------------------------------ driving API
+    def start(self, now: float) -> list[Out]:
+        """Initiator: queue IKE_SA_INIT then IKE_AUTH, and send the first."""
+        self.setup_deadline = now + self.config.setup_timeout_s
+        cert_pre = CertPreTask()  # one task spans both exchanges, like strongSwan's
+        self.pending = [(X.IKE_SA_INIT, [InitTask(), cert_pre]),
+                        (X.IKE_AUTH, [AuthTask(), cert_pre, ChildTask()])]  # fmt: skip
+        return self._run(self._kick, now)
+
+    def queue(self, exchange: int, tasks: list[Task], now: float) -> list[Out]:
+        """Start an exchange of ours once the one in flight (if any) is answered."""
+        if self.state is not S.ESTABLISHED:
+            return []
+        self.pending.append((exchange, tasks))
+        return self._run(self._kick, now)
+
+    def receive(self, msg: Message, src: Addr, dst: Addr, now: float) -> list[Out]:
+        if msg.is_response:
+            return self._run(self._on_response, msg, now)
+        return self._run(self._on_request, msg, src, dst)
+
+    def next_timer(self) -> float | None:
+        if self.state is S.DEAD:
+            return None
+        times = [self.setup_deadline, self.outstanding.deadline if self.outstanding else None]
+        times = [t for t in times if t is not None]
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> list[Out]:
+        return self._run(self._on_timer, now)
+
+    def _run(self, fn, *args) -> list[Out]:
+        self._out = []
+        fn(*args)
+        out, self._out = self._out, []
+        return out
+
+    # ------------------------------------------------------------------ our requests
+    def _kick(self, now: float) -> None:
+        if self.outstanding is not None or not self.pending or self.state is S.DEAD:
+            return
+        exchange, tasks = self.pending.pop(0)
+        ctx = Ctx(exchange)
+        try:
+            for task in tasks:
+                task.build_i(self, ctx)
+        except IkeError as exc:
+            self.fail(exc.reason, auth=exchange == X.IKE_AUTH)
+            return
+        mid = 0 if exchange == X.IKE_SA_INIT else self.send_mid  # INIT retries reuse ID 0
+        data = self._encode(exchange, mid, False, ctx.payloads)
+        if exchange == X.IKE_SA_INIT:
+            self.init_request = data
+            if self.state is S.NEW:
+                self.fire(T.INIT_SENT)
+        elif exchange == X.IKE_AUTH:
+            self.fire(T.AUTH_SENT)
+        self.send_mid = mid + 1
+        self.outstanding = Outstanding(exchange, tasks, mid, data, now + self._rto(0))
+        self.emit(self._send(data, self.local, self.peer))
+
+    def _on_response(self, msg: Message, now: float) -> None:
+        out = self.outstanding
+        if out is None or msg.message_id != out.message_id or msg.exchange != out.exchange:
+            self.emit(Dropped(self.peer, f"unexpected response, message ID {msg.message_id}"))
+            return
+        payloads = self._open(msg)
+        if payloads is None:
+            return
+        if isinstance(payloads, IkeError):
+            self.fail(f"malformed response: {payloads.reason}", auth=out.exchange == X.IKE_AUTH)
+            return
+        self.outstanding = None
+        try:
+            for task in out.tasks:
+                task.process_i(self, Ctx(out.exchange, payloads, msg))
+        except Restart:
+            self.pending.insert(0, (out.exchange, out.tasks))
+        except IkeError as exc:
+            if out.exchange == X.IKE_AUTH and not isinstance(exc, PeerRefused):
+                self._notify_auth_failed()
+            self.fail(exc.reason, auth=out.exchange == X.IKE_AUTH)
+            return
+        self._kick(now)
+
+    def _notify_auth_failed(self) -> None:
+        """One unretransmitted INFORMATIONAL telling the responder we refused it (2.21.2)."""
+        ctx = Ctx(X.INFORMATIONAL)
+        AuthFailedNotice().build_i(self, ctx)
+        data = self._encode(X.INFORMATIONAL, self.send_mid, False, ctx.payloads)
+        self.send_mid += 1
+        self.emit(self._send(data, self.local, self.peer))
+
+    def _on_timer(self, now: float) -> None:
+        if self.setup_deadline is not None and now >= self.setup_deadline:
+            self.fail("IKE SA setup timed out")
+            return
+        out = self.outstanding
+        if out is None or now < out.deadline:
+            return
+        if out.retries >= self.config.max_retransmissions:
+            self.fail(f"no response after {out.retries} retransmissions")
+            return
+        out.retries += 1
+        out.deadline = now + self._rto(out.retries)
+        self.emit(Retransmit(self.spi_i, self.spi_r, out.message_id, out.retries))
+        self.emit(self._send(out.data, self.local, self.peer))
+
+    def _rto(self, retries: int) -> float:
+        return self.config.retransmit_timeout_ms / 1000 * 2**retries
+
+    # ------------------------------------------------------------------ peer's requests
+    def _on_request(self, msg: Message, src: Addr, dst: Addr) -> None:
+        mid = msg.message_id
+        if self.cached is not None and mid == self.cached[0]:
+            if _digest(msg.raw) == self.cached[1]:  # a retransmission: the same answer
+                self.emit(self._send(self.cached[2], dst, src))
+            else:
+                self.emit(Dropped(src, f"different request reusing message ID {mid}"))
+            return
+        if mid != self.recv_mid or msg.exchange not in ANSWERS.get(self.state, ()):
+            self.emit(
+                Dropped(src, f"request {msg.exchange} ID {mid} not expected in {self.state.name}")
+            )
+            return
+        payloads = self._open(msg)
+        if payloads is None:
+            return
+        self.local, self.peer = dst, src  # authenticated: follow the peer's port float
+        self._answer(msg, payloads)
+
+    def _passive(self, exchange: int) -> list[Task]:
+        """The responder's tasks for a request; setup tasks share state across exchanges."""
+        if exchange in (X.IKE_SA_INIT, X.IKE_AUTH):
+            if not self._setup:
+                self._setup = {"init": InitTask(), "cert_pre": CertPreTask(),
+                               "auth": AuthTask(), "child": ChildTask()}  # fmt: skip
+            s = self._setup
+            if exchange == X.IKE_SA_INIT:
+                return [s["init"], s["cert_pre"]]
+            return [s["cert_pre"], s["auth"], s["child"]]
+        if exchange == X.CREATE_CHILD_SA:
+            return [ChildRefusalTask()]
+        return [InformationalResponder()]
+
+    def _answer(self, msg: Message, payloads) -> None:
+        exchange, mid = msg.exchange, msg.message_id
+        error = payloads if isinstance(payloads, IkeError) else None
+        reply = Ctx(exchange, [], msg)
+        if error is None:
+            tasks = self._passive(exchange)
+            try:
+                for task in tasks:
+                    task.process_r(self, Ctx(exchange, payloads, msg))
+                for task in tasks:
+                    task.build_r(self, reply)
+            except IkeError as exc:
+                error = exc
+        if error is not None:
+            reply.payloads = [NotifyPayload(error.notify, error.data)]
+        # An IKE_SA_INIT refusal keeps no state, so it carries no responder SPI (2.6).
+        spi_r = bytes(8) if error is not None and exchange == X.IKE_SA_INIT else None
+        data = self._encode(exchange, mid, True, reply.payloads, spi_r)
+        self.recv_mid, self.cached = mid + 1, (mid, _digest(msg.raw), data)
+        self.emit(self._send(data, self.local, self.peer))
+        if error is None:
+            if exchange == X.IKE_SA_INIT:
+                self.init_response = data
+                self.fire(T.INIT_ANSWERED)
+        elif exchange == X.IKE_SA_INIT:
+            self.fire(T.FAILED)
+            self.emit(Rejected(self.peer, error.notify, error.reason))
+        elif exchange == X.IKE_AUTH:
+            self.fail(error.reason, auth=True)
+
+    # ------------------------------------------------------------------ wire
+    def _open(self, msg: Message):
+        """Cleartext payloads; None when dropped (bad ICV); an IkeError when malformed inside."""
+        if msg.exchange == X.IKE_SA_INIT:
+            return msg.payloads
+        if self.keys is None or not msg.payloads or not isinstance(msg.payloads[-1], SkPayload):
+            # Unauthenticated (no SK, or SKF: fragmentation is not negotiated): never answered.
+            self.emit(Dropped(self.peer, "no SK payload to authenticate"))
+            return None
+        try:
+            return open_sk(msg, self.suite, self.keys.inbound(self.initiator))
+        except IntegrityError as exc:
+            self.emit(Dropped(self.peer, f"integrity check failed: {exc}"))
+            return None
+        except IkeDecodeError as exc:
+            return IkeError.from_decode(exc)
+
+    def _encode(self, exchange: int, mid: int, response: bool, payloads: list,
+                spi_r: bytes | None = None) -> bytes:  # fmt: skip
+        flags = (FLAG_INITIATOR if self.initiator else 0) | (FLAG_RESPONSE if response else 0)
+        head = Message(self.spi_i, self.spi_r if spi_r is None else spi_r, exchange, flags, mid)
+        if exchange == X.IKE_SA_INIT:
+            head.payloads = list(payloads)
+            return head.encode()
+        return seal(head, payloads, self.suite, self.keys.outbound(self.initiator), self.rand)
+
+    @staticmethod
+    def _send(data: bytes, src: Addr, dst: Addr) -> Send:
+        # RFC 3948 framing: when neither port is 500 every IKE packet carries the marker.
+        if 500 not in (src[1], dst[1]):
+            data = add_non_esp_marker(data)
+        return Send(data, src, dst)
+
+    # ------------------------------------------------------------------ checkpoints
+    def to_checkpoint(self) -> dict:
+        """Everything an established SA needs on the standby card (JSON/msgpack-able)."""
+        if self.state is not S.ESTABLISHED:
+            raise ValueError(f"only an established IKE SA is checkpointed, not {self.state.name}")
+        p = self.proposal
+        return {
+            "v": 1,
+            "initiator": self.initiator,
+            "spi_i": self.spi_i.hex(),
+            "spi_r": self.spi_r.hex(),
+            "state": self.state.name,
+            "proposal": [int(p.encr), p.key_bits, int(p.prf), int(p.integ), int(p.dh)],
+            "keys": {k: v.hex() for k, v in asdict(self.keys).items()},
+            "send_mid": self.send_mid,
+            "recv_mid": self.recv_mid,
+            "cached": [self.cached[0], self.cached[1].hex(), self.cached[2].hex()]
+            if self.cached
+            else None,
+            "local": list(self.local),
+            "peer": list(self.peer),
+            "peer_id": self.peer_id,
+            "peer_cert_subject": self.peer_cert_subject,
+            "nat": [self.nat_local, self.nat_remote],
+        }
+
+    @classmethod
+    def from_checkpoint(cls, d: dict, config: IkeConfig, rand, wall_clock=None) -> IkeSa:
+        if d.get("v") != 1:
+            raise ValueError(f"unknown IKE SA checkpoint version {d.get('v')}")
+        sa = cls(config, rand, initiator=bool(d["initiator"]), spi_i=bytes.fromhex(d["spi_i"]),
+                 spi_r=bytes.fromhex(d["spi_r"]), local=tuple(d["local"]),
+                 peer=tuple(d["peer"]), wall_clock=wall_clock)  # fmt: skip
+        e, bits, prf, integ, dh = d["proposal"]
+        sa.proposal = IkeProposal(Encr(e), bits, Prf(prf), Integ(integ), DhGroup(dh))
+        sa.suite = sa.proposal.suite
+        sa.keys = IkeKeys(**{k: bytes.fromhex(v) for k, v in d["keys"].items()})
+        sa.state = State[d["state"]]
+        sa.send_mid, sa.recv_mid = int(d["send_mid"]), int(d["recv_mid"])
+        if d["cached"] is not None:
+            mid, digest, data = d["cached"]
+            sa.cached = (int(mid), bytes.fromhex(digest), bytes.fromhex(data))
+        sa.peer_id, sa.peer_cert_subject = d["peer_id"], d["peer_cert_subject"]
+        sa.nat_local, sa.nat_remote = (bool(x) for x in d["nat"])
+        return sa

@@ -1,0 +1,53 @@
+"""IKEv2 tasks, one concern each (strongSwan's sa/ikev2/tasks).
+
+An exchange is composed of tasks. The side that sends the request calls ``build_i`` on each
+task to fill the request and ``process_i`` on each when the response arrives; the side that
+answers calls ``process_r`` on each, then ``build_r``. The SA's task manager (``sa.py``) owns
+message IDs, encryption and retransmission; tasks only read and write payloads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..const import NotifyType
+from ..message import Message, NotifyPayload
+
+
+@dataclass
+class Ctx:
+    """One message as tasks see it: exchange type and cleartext payloads (decrypted SK)."""
+
+    exchange: int
+    payloads: list = field(default_factory=list)
+    msg: Message | None = None
+
+    def all(self, cls, ptype: int | None = None) -> list:
+        return [p for p in self.payloads if type(p) is cls and (ptype is None or p.ptype == ptype)]
+
+    def first(self, cls, ptype: int | None = None):
+        found = self.all(cls, ptype)
+        return found[0] if found else None
+
+    def notify(self, ntype: int) -> NotifyPayload | None:
+        return next((n for n in self.all(NotifyPayload) if n.type == ntype), None)
+
+    def errors(self) -> list[NotifyPayload]:
+        return [n for n in self.all(NotifyPayload) if n.type < 16384]
+
+    def add_notify(self, ntype: NotifyType, data: bytes = b"") -> None:
+        self.payloads.append(NotifyPayload(ntype, data))
+
+
+class Task:
+    def build_i(self, sa, ctx: Ctx) -> None:
+        pass
+
+    def process_i(self, sa, ctx: Ctx) -> None:
+        pass
+
+    def process_r(self, sa, ctx: Ctx) -> None:
+        pass
+
+    def build_r(self, sa, ctx: Ctx) -> None:
+        pass

@@ -1,0 +1,114 @@
+"""IKE_AUTH with certificates: IDi/IDr, CERT, AUTH sign and verify (RFC 7296 2.15, RFC 7427).
+
+The peer's chain is validated by ``cards.pki.validate_peer`` (at most ``max_chain``
+certificates below a configured CA) against the injected wall clock, and its ID must be
+bound to the end-entity certificate. Every refusal is an AuthenticationFailure whose reason
+goes to the log while the peer only sees AUTHENTICATION_FAILED.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from cards.pki import ChainError, _der, chain_to_send, identity_matches, validate_peer
+
+from ..auth import _default_hash
+from ..const import AuthMethod, CertEncoding, IdType, NotifyType, PayloadType
+from ..crypto import AuthenticationFailed, sign_auth, signed_octets, verify_auth
+from ..errors import AuthenticationFailure, InvalidSyntax, PeerRefused
+from ..message import AuthPayload, CertPayload, IdPayload
+from . import Ctx, Task
+
+
+class AuthTask(Task):
+    def build_i(self, sa, ctx: Ctx) -> None:
+        ctx.payloads += _own(sa, PayloadType.IDi)
+
+    def process_r(self, sa, ctx: Ctx) -> None:
+        _verify(sa, ctx, PayloadType.IDi)
+
+    def build_r(self, sa, ctx: Ctx) -> None:
+        ctx.payloads += _own(sa, PayloadType.IDr)
+        sa.authenticated()
+
+    def process_i(self, sa, ctx: Ctx) -> None:
+        failed = ctx.notify(NotifyType.AUTHENTICATION_FAILED)
+        if failed is not None:
+            raise PeerRefused(NotifyType.AUTHENTICATION_FAILED, "responder refused our AUTH")
+        errors = ctx.errors()
+        if errors and ctx.first(AuthPayload) is None:
+            raise PeerRefused(errors[0].type)  # without AUTH the whole IKE_AUTH failed
+        _verify(sa, ctx, PayloadType.IDr)
+        sa.authenticated()
+
+
+def _own(sa, id_ptype: int) -> list:
+    cfg, cred = sa.config, sa.config.credentials
+    id_type, id_data = cfg.identity()
+    idp = IdPayload(id_type, id_data, id_ptype)
+    try:
+        chain = chain_to_send(cred.cert, cred.intermediates, sa.peer_certreq, cfg.trust_anchors)
+    except ChainError as exc:
+        raise AuthenticationFailure(f"own certificate chain: {exc}") from None
+    method, hash_alg = _method(sa)
+    sk_p = sa.keys.sk_pi if sa.initiator else sa.keys.sk_pr
+    octets = signed_octets(sa.own_init, sa.peer_nonce, sa.suite.prf, sk_p, idp.encode())
+    auth = AuthPayload(method, sign_auth(cred.key, octets, method, hash_alg))
+    der = serialization.Encoding.DER
+    certs = [CertPayload(CertEncoding.X509_SIGNATURE, c.public_bytes(der)) for c in chain]
+    return [idp, *certs, auth]
+
+
+def _method(sa):
+    """Method 14 needs the peer's SIGNATURE_HASH_ALGORITHMS (RFC 7427 4); without it an RSA
+    key falls back to method 1, as strongSwan does."""
+    key, cfg = sa.config.credentials.key, sa.config
+    if cfg.auth_method == AuthMethod.RSA_SIG:
+        return AuthMethod.RSA_SIG, None
+    if not sa.peer_hashes and isinstance(key, rsa.RSAPrivateKey):
+        return AuthMethod.RSA_SIG, None
+    preferred = _default_hash(key)
+    common = [h for h in (preferred, *cfg.hash_algorithms) if h in sa.peer_hashes]
+    return AuthMethod.DIGITAL_SIGNATURE, common[0] if common else preferred
+
+
+def _verify(sa, ctx: Ctx, id_ptype: int) -> None:
+    cfg = sa.config
+    idp = ctx.first(IdPayload, id_ptype)
+    auth = ctx.first(AuthPayload)
+    if idp is None or auth is None:
+        raise InvalidSyntax(f"IKE_AUTH without {PayloadType(id_ptype).name} or AUTH")
+    if auth.method not in cfg.accept_auth_methods:
+        raise AuthenticationFailure(f"AUTH method {auth.method} not accepted")
+    ders = [c.data for c in ctx.all(CertPayload) if c.encoding == CertEncoding.X509_SIGNATURE]
+    try:
+        valid = validate_peer(ders, cfg.trust_anchors, sa.wall_clock(), max_chain=cfg.max_chain)
+    except ChainError as exc:
+        raise AuthenticationFailure(str(exc)) from None
+    if not identity_matches(valid.leaf, idp.id_type, idp.data):
+        raise AuthenticationFailure(f"ID {describe_id(idp)} is not bound to the peer certificate")
+    sk_p = sa.keys.sk_pr if sa.initiator else sa.keys.sk_pi
+    octets = signed_octets(sa.peer_init, sa.own_nonce, sa.suite.prf, sk_p, idp.encode())
+    try:
+        verify_auth(valid.leaf.public_key(), auth.method, auth.data, octets, cfg.hash_algorithms)
+    except (AuthenticationFailed, ValueError, TypeError) as exc:
+        raise AuthenticationFailure(f"AUTH: {exc}") from None
+    sa.peer_id = describe_id(idp)
+    sa.peer_cert_subject = valid.leaf.subject.rfc4514_string()
+
+
+def describe_id(idp: IdPayload) -> str:
+    """The peer identity as logged and reported (already checked against the certificate)."""
+    try:
+        if idp.id_type in (IdType.FQDN, IdType.RFC822_ADDR):
+            return idp.data.decode("ascii", "backslashreplace")
+        if idp.id_type in (IdType.IPV4_ADDR, IdType.IPV6_ADDR):
+            return str(ipaddress.ip_address(idp.data))
+        if idp.id_type == IdType.DER_ASN1_DN:
+            return _der.parse_name(idp.data).rfc4514_string()
+    except Exception:  # peer bytes: a name we cannot render is shown in hex
+        pass
+    return f"{int(idp.id_type)}:{idp.data.hex()}"

@@ -1,0 +1,49 @@
+"""CERTREQ (RFC 7296 3.7): the responder sends it in IKE_SA_INIT, the initiator in IKE_AUTH.
+
+Received CERTREQs tell ``chain_to_send`` which CA the peer holds, so the intermediates below
+it are sent and nothing above it.
+"""
+
+from __future__ import annotations
+
+from cards.pki import ChainError, certreq_data, parse_certreq
+
+from ..const import CertEncoding, ExchangeType
+from ..message import CertReqPayload
+from . import Ctx, Task
+
+
+class CertPreTask(Task):
+    def build_i(self, sa, ctx: Ctx) -> None:
+        if ctx.exchange == ExchangeType.IKE_AUTH:
+            _add(sa, ctx)
+
+    def process_i(self, sa, ctx: Ctx) -> None:
+        if ctx.exchange == ExchangeType.IKE_SA_INIT:
+            sa.peer_certreq = _read(ctx)
+
+    def process_r(self, sa, ctx: Ctx) -> None:
+        if ctx.exchange == ExchangeType.IKE_AUTH:
+            sa.peer_certreq = _read(ctx)
+
+    def build_r(self, sa, ctx: Ctx) -> None:
+        if ctx.exchange == ExchangeType.IKE_SA_INIT:
+            _add(sa, ctx)
+
+
+def _add(sa, ctx: Ctx) -> None:
+    if sa.config.trust_anchors:
+        data = certreq_data(sa.config.trust_anchors)
+        ctx.payloads.append(CertReqPayload(CertEncoding.X509_SIGNATURE, data))
+
+
+def _read(ctx: Ctx) -> list[bytes]:
+    hashes: list[bytes] = []
+    for req in ctx.all(CertReqPayload):
+        if req.encoding != CertEncoding.X509_SIGNATURE:
+            continue
+        try:
+            hashes += parse_certreq(req.data)
+        except ChainError:
+            continue  # a malformed CERTREQ only costs the peer a longer chain
+    return hashes
