@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
 import logging
 import os
 import secrets
@@ -20,6 +21,8 @@ from collections import Counter
 
 from cards import templates
 from cards.credentials import Credentials
+from cards.gateway import Gateway
+from cards.ike.events import AuthFailed, Established, Send
 from chassis.clock import MonotonicClock
 from chassis.ipc import keys as keyring
 from chassis.ipc.clone import Outcome, Replica
@@ -60,6 +63,10 @@ class Card:
         self.credentials = Credentials()
         self.credentials.pushed = self.cred_replica.entries
         self.template_status: dict[str, str] = {}
+        cookie = (run.keys / "ike-cookie.secret").read_bytes()
+        self.gateway = Gateway(
+            slot, os.urandom, lambda: datetime.datetime.now(datetime.UTC), cookie
+        )
         self.counters: Counter[str] = Counter()
         self.reported: dict = {}
         self.pending = Pending()
@@ -228,11 +235,37 @@ class Card:
         msg = env.msg
         if isinstance(msg, Datagram):
             self.counters["npu_rx"] += 1
-            # The IKEv2 engine (cards/ike) takes these once it is on the wire.
+            outs = self.gateway.receive(msg.local, msg.remote, msg.data, self.mono.now())
+            if outs is None:
+                self.counters["npu_no_service"] += 1
+            else:
+                self._ike(outs)
+
+    def _ike(self, outs: list) -> None:
+        """Send what the IKE engine wants sent; count and log what happened."""
+        for out in outs:
+            if isinstance(out, Send):
+                self.npu.send(Datagram(list(out.src), list(out.dst), out.data))
+                continue
+            self.counters[f"ike_{type(out).__name__.lower()}"] += 1
+            if isinstance(out, Established):
+                log.info(
+                    "IKE SA up with %s (%s) from %s:%d, %s",
+                    out.peer_id,
+                    out.peer_cert_subject,
+                    *out.peer,
+                    out.suite,
+                )
+            elif isinstance(out, AuthFailed):
+                log.warning("IKE_AUTH from %s:%d refused: %s", *out.peer, out.reason)
+            else:
+                log.debug("ike: %s", out)
+        self.counters["ike_sas"] = self.gateway.sa_count()
 
     def check_templates(self, force: bool = False) -> None:
         """Re-evaluate which crypto templates this card can serve; log and report changes."""
         status = templates.readiness(self.config.get("config", {}), self.credentials)
+        self.gateway.configure(self.config.get("config", {}), self.credentials)
         if status == self.template_status and not force:
             return
         for name, state in status.items():
@@ -269,6 +302,9 @@ class Card:
                 self._start(self._register())
             elif self.counters != self.reported:
                 self._report()
+            due = self.gateway.next_timer()
+            if due is not None and due <= self.mono.now():
+                self._ike(self.gateway.handle_timer(self.mono.now()))
             await asyncio.sleep(self.interval)
 
 

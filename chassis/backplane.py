@@ -37,7 +37,7 @@ from chassis.ipc.messages import (
     ProcEvent,
     Request,
 )
-from chassis.ipc.rundir import RunDir
+from chassis.ipc.rundir import RunDir, atomic_write
 from chassis.ipc.sockets import Channel, Incoming, Node
 from chassis.npu_io import Npu
 from chassis.topology import Card, Topology
@@ -89,6 +89,9 @@ def prepare(topology: Topology, run: RunDir) -> dict:
     run.create()
     for name in key_names(topology):
         keyring.ensure_keypair(run.keys, name)
+    cookie = run.keys / "ike-cookie.secret"  # one chassis-wide IKE COOKIE secret (RFC 7296 2.6)
+    if not cookie.exists():
+        atomic_write(cookie, os.urandom(32), 0o600)
     manifest = {
         "name": topology.name,
         "platform": topology.platform,

@@ -148,6 +148,8 @@ class PkiService:
         }
         if "key.pem" in entry["files"]:
             value["key_pem"] = self.store.read(kind, name, "key.pem").decode()
+        if "chain.pem" in entry["files"]:  # intermediates the gateway sends in IKE_AUTH
+            value["chain_pem"] = self.store.read(kind, name, "chain.pem").decode()
         return value
 
 

@@ -1,0 +1,163 @@
+"""A real strongSwan (charon) as an eNodeB brings an IKE SA up against the simulated gateway.
+
+charon initiates IKE_SA_INIT and IKE_AUTH with an EC certificate to the address a
+wsg-service is bound to; the NPU steers the datagrams to a DPC, whose engine authenticates
+charon against the template's CA list and answers with the gateway's certificate, fanned out
+by the MIO. The first CHILD_SA is refused for now (no ESP yet, issue #6/#7): charon keeps the
+IKE SA, which is what this test checks on both sides.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import time
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from helpers import wait_until, write_topology
+from strongswan import Charon
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+TOPO = """\
+name: swan
+platform: asr5500
+cards:
+  5: {type: mio, role: active}
+  1: {type: dpc, role: active}
+  2: {type: dpc, role: active}
+"""
+
+
+def free_udp_port(pairs: int = 1) -> int:
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port < 65000:
+            return port
+
+
+def _cert(subject, key, issuer, issuer_key, *, ca=False, san=None):
+    now = dt.datetime.now(dt.UTC)
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if san:
+        b = b.add_extension(x509.SubjectAlternativeName([x509.DNSName(san)]), critical=False)
+    return b.sign(issuer_key, hashes.SHA256())
+
+
+def pem(obj) -> bytes:
+    if isinstance(obj, x509.Certificate):
+        return obj.public_bytes(serialization.Encoding.PEM)
+    return obj.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def test_strongswan_brings_an_ike_sa_up(chassis_factory, tmp_path):
+    ca_key, gw_key, enb_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+    ca = _cert("Lab Root", ca_key, "Lab Root", ca_key, ca=True)
+    gw = _cert("segw.example.net", gw_key, "Lab Root", ca_key, san="segw.example.net")
+    enb = _cert("enb1.example.net", enb_key, "Lab Root", ca_key, san="enb1.example.net")
+
+    ch = chassis_factory(write_topology(tmp_path, TOPO))
+    for name, data in {"ca.crt": pem(ca), "gw.crt": pem(gw), "gw.key": pem(gw_key)}.items():
+        (ch.run.flash / name).write_bytes(data)
+    gw_port, enb_port = free_udp_port(), free_udp_port()
+    res = ch.exec(
+        "configure",
+        "ca-certificate name lab-root pem url /flash/ca.crt",
+        "certificate name segw pem url /flash/gw.crt private-key pem url /flash/gw.key",
+        "context segw",
+        "crypto template tmpl ikev2-dynamic",
+        "authentication local certificate",
+        "authentication remote certificate",
+        "certificate name segw",
+        "ca-certificate list ca-cert-name lab-root",
+        "exit",
+        "wsg-service svc",
+        f"bind address 127.0.0.1 port {gw_port} crypto-template tmpl",
+        "end",
+    )
+    assert not any(r.error for r in res), [r.output for r in res if r.error]
+
+    charon = Charon(tmp_path / "charon", enb_port)
+    d = charon.swanctl_dir
+    (d / "x509ca" / "ca.pem").write_bytes(pem(ca))
+    (d / "x509" / "enb.pem").write_bytes(pem(enb))
+    (d / "private" / "enb.pem").write_bytes(pem(enb_key))
+    (d / "swanctl.conf").write_text(f"""
+connections {{
+  segw {{
+    version = 2
+    local_addrs = 127.0.0.1
+    remote_addrs = 127.0.0.1
+    local_port = {enb_port}
+    remote_port = {gw_port}
+    proposals = aes256gcm16-prfsha256-ecp256
+    mobike = no
+    local {{
+      auth = pubkey
+      certs = enb.pem
+      id = enb1.example.net
+    }}
+    remote {{
+      auth = pubkey
+      id = segw.example.net
+    }}
+    children {{
+      c {{
+        remote_ts = 10.0.0.0/8
+        esp_proposals = aes256gcm16
+      }}
+    }}
+  }}
+}}
+""")
+    charon.start()
+    try:
+        loaded = charon.swanctl("--load-all")
+        assert loaded.returncode == 0, loaded.stdout + loaded.stderr
+        # The serving DPC is ready once the template is: wait for the gateway to listen.
+        wait_until(lambda: ch.status().get("npu") is not None, 5, what="the NPU")
+        time.sleep(0.5)
+        charon.swanctl("--initiate", "--child", "c", "--timeout", "15", timeout=30)
+        sas = wait_until(
+            lambda: "ESTABLISHED" in (out := charon.swanctl("--list-sas").stdout) and out,
+            15,
+            what="charon's IKE SA",
+        )
+        assert "segw.example.net" in sas and "AES_GCM_16-256" in sas
+
+        def counters():
+            rows = ch.exec("show card table")[0].data["cards"]
+            return {r["slot"]: r.get("counters", {}) for r in rows if r["type"] == "dpc"}
+
+        # The cards report their counters each heartbeat interval.
+        wait_until(
+            lambda: sum(c.get("ike_established", 0) for c in counters().values()) == 1,
+            5,
+            what="the card's SA",
+        )
+        serving = [slot for slot, c in counters().items() if c.get("ike_sas")]
+        assert len(serving) == 1  # one DPC holds it: the NPU steered IKE_AUTH by the SPI's slot
+        log = (ch.run.logs / f"dpc-{serving[0]}.log").read_text()
+        assert "IKE SA up with enb1.example.net" in log
+    except AssertionError:
+        print(charon.log()[-4000:])
+        raise
+    finally:
+        charon.stop()
