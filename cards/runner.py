@@ -21,8 +21,6 @@ from collections import Counter
 
 from cards import templates
 from cards.credentials import Credentials
-from cards.gateway import Gateway
-from cards.ike.events import AuthFailed, Established, Send
 from chassis.clock import MonotonicClock
 from chassis.ipc import keys as keyring
 from chassis.ipc.clone import Outcome, Replica
@@ -63,10 +61,7 @@ class Card:
         self.credentials = Credentials()
         self.credentials.pushed = self.cred_replica.entries
         self.template_status: dict[str, str] = {}
-        cookie = (run.keys / "ike-cookie.secret").read_bytes()
-        self.gateway = Gateway(
-            slot, os.urandom, lambda: datetime.datetime.now(datetime.UTC), cookie
-        )
+        self.gateway = None  # built when a service is bound: the IKE modules take 0.1 s to load
         self.counters: Counter[str] = Counter()
         self.reported: dict = {}
         self.pending = Pending()
@@ -235,7 +230,9 @@ class Card:
         msg = env.msg
         if isinstance(msg, Datagram):
             self.counters["npu_rx"] += 1
-            outs = self.gateway.receive(msg.local, msg.remote, msg.data, self.mono.now())
+            outs = self.gateway and self.gateway.receive(
+                msg.local, msg.remote, msg.data, self.mono.now()
+            )
             if outs is None:
                 self.counters["npu_no_service"] += 1
             else:
@@ -243,6 +240,8 @@ class Card:
 
     def _ike(self, outs: list) -> None:
         """Send what the IKE engine wants sent; count and log what happened."""
+        from cards.ike.events import AuthFailed, Established, Send
+
         for out in outs:
             if isinstance(out, Send):
                 self.npu.send(Datagram(list(out.src), list(out.dst), out.data))
@@ -265,7 +264,20 @@ class Card:
     def check_templates(self, force: bool = False) -> None:
         """Re-evaluate which crypto templates this card can serve; log and report changes."""
         status = templates.readiness(self.config.get("config", {}), self.credentials)
-        self.gateway.configure(self.config.get("config", {}), self.credentials)
+        tree = self.config.get("config", {})
+        if self.gateway is None and any(
+            "bind" in svc
+            for ctx in tree.get("context", {}).values()
+            for svc in ctx.get("wsg-service", {}).values()
+        ):
+            from cards.gateway import Gateway
+
+            cookie = (self.run.keys / "ike-cookie.secret").read_bytes()
+            self.gateway = Gateway(
+                self.slot, os.urandom, lambda: datetime.datetime.now(datetime.UTC), cookie
+            )
+        if self.gateway is not None:
+            self.gateway.configure(tree, self.credentials)
         if status == self.template_status and not force:
             return
         for name, state in status.items():
@@ -302,7 +314,7 @@ class Card:
                 self._start(self._register())
             elif self.counters != self.reported:
                 self._report()
-            due = self.gateway.next_timer()
+            due = self.gateway and self.gateway.next_timer()
             if due is not None and due <= self.mono.now():
                 self._ike(self.gateway.handle_timer(self.mono.now()))
             await asyncio.sleep(self.interval)
