@@ -14,7 +14,7 @@
         max-childsa N [ overload-action { ignore | terminate } ]
       wsg-service NAME                                    (cfg-ctx-wsg-service)
         bind address ADDRESS [ port PORT ] crypto-template TEMPLATE   (unconfirmed form)
-Where the public syntax is unconfirmed (../shared/STAROS-CLI.md), the form above is ours;
+Where no public Cisco text confirms the syntax, the form above is ours;
 the README lists it. Values and ranges follow the confirmed reference pages: transform-set
 list at most 6 names, max-retransmissions 1-8 (default 5), retransmission-timeout
 300-15000 ms (default 500), max-childsa 1-5 (default 2).
