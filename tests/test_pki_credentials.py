@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-import hashlib
 import re
 import subprocess
 from datetime import UTC, datetime, timedelta
@@ -23,7 +22,6 @@ from supervisor.pki.credentials import (
     describe,
     load_certificate,
     load_private_key,
-    spki_sha1,
     validate_key,
     validity_warning,
 )
@@ -209,25 +207,6 @@ def test_check_pem_size():
     check_pem_size("x" * 8191, with_key=True)
     assert "4095" in refused(check_pem_size, "x" * 4096, with_key=False)
     assert "8191" in refused(check_pem_size, "x" * 8192, with_key=True)
-
-
-@pytest.mark.parametrize("which", ["ee", "ec", "ca"])
-def test_spki_sha1_matches_openssl(pki, which):
-    pubkey = subprocess.run(
-        ["openssl", "x509", "-pubkey", "-noout"],
-        input=pki[which].public_bytes(PEM),
-        capture_output=True,
-        timeout=30,
-        check=True,
-    ).stdout
-    der = subprocess.run(
-        ["openssl", "pkey", "-pubin", "-outform", "DER"],
-        input=pubkey,
-        capture_output=True,
-        timeout=30,
-        check=True,
-    ).stdout
-    assert spki_sha1(pki[which]) == hashlib.sha1(der).digest()
 
 
 # --- private keys -------------------------------------------------------------------------------

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import re
 import warnings
 from dataclasses import dataclass
@@ -328,33 +327,3 @@ def check_pem_size(text: str, with_key: bool) -> None:
     if len(text) > limit:
         which = "with a private key" if with_key else "without a private key"
         raise CredentialError(f"PEM data is {len(text)} characters; the limit {which} is {limit}")
-
-
-# --- SubjectPublicKeyInfo hash (IKEv2 CERTREQ, RFC 7296 3.7) ------------------------------------
-
-
-def spki_sha1(cert: x509.Certificate) -> bytes:
-    """SHA-1 of the certificate's DER SubjectPublicKeyInfo, exactly as encoded in the
-    certificate (not re-encoded, so odd-but-valid encodings hash as the peer sees them)."""
-    return hashlib.sha1(_raw_spki(cert.tbs_certificate_bytes)).digest()
-
-
-def _tlv(buf: bytes, pos: int) -> tuple[int, int]:
-    """(content start, end) of the DER element at pos (low tag numbers only, as in X.509)."""
-    first = buf[pos + 1]
-    if first < 0x80:
-        return pos + 2, pos + 2 + first
-    n = first & 0x7F
-    start = pos + 2 + n
-    return start, start + int.from_bytes(buf[pos + 2 : start], "big")
-
-
-def _raw_spki(tbs: bytes) -> bytes:
-    # TBSCertificate ::= SEQUENCE { [0] version OPTIONAL, serialNumber, signature, issuer,
-    #                               validity, subject, subjectPublicKeyInfo, ... }
-    pos, _ = _tlv(tbs, 0)
-    if tbs[pos] == 0xA0:
-        pos = _tlv(tbs, pos)[1]
-    for _ in range(5):
-        pos = _tlv(tbs, pos)[1]
-    return tbs[pos : _tlv(tbs, pos)[1]]
