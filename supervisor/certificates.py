@@ -64,7 +64,7 @@ class Certificates:
         lines = []
         for (kind, name), entry in self.pki.store.entries().items():
             if kind != "csr" and self.sup.engine.config.root.get(kind, name) is None:
-                lines.append(pki_commands._certificate_line(kind, name, entry, None))
+                lines.append(pki_commands.certificate_line(kind, name, entry, None))
         if lines:
             text = "config\n" + "\n".join(f"  {ln}" for ln in lines) + "\nend\n"
             for err in await self.sup.engine.apply_boot_async(text):
@@ -332,7 +332,7 @@ class Certificates:
                 x509.load_der_x509_certificate(c).public_bytes(Encoding.PEM) for c in chain
             )
         entry = self.pki.store.install("certificate", name, files)
-        line = pki_commands._certificate_line("certificate", name, entry, None)
+        line = pki_commands.certificate_line("certificate", name, entry, None)
         config = self.sup.engine.config
         config.begin()
         self.sup.engine.config.root.set_line(

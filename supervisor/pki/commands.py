@@ -70,7 +70,7 @@ def _pki(ctx):
     return ctx.system.pki
 
 
-def _certificate_line(kind: str, name: str, entry: dict, hash_url: str | None) -> str:
+def certificate_line(kind: str, name: str, entry: dict, hash_url: str | None) -> str:
     line = f"{kind} name {name} pem url {entry['urls']['cert.pem']}"
     if "key.pem" in entry["urls"]:
         line += f" private-key pem url {entry['urls']['key.pem']}"
@@ -100,7 +100,7 @@ def _install(kind: str):
 
         def apply(prepared) -> Result:
             entry = pki.store.install(kind, name, prepared.files)
-            line = _certificate_line(kind, name, entry, hash_url)
+            line = certificate_line(kind, name, entry, hash_url)
             data = {"name": name, "generation": entry["generation"], "hash_url": hash_url}
             ctx.block.set_line(kind, name, line, data, secret=True, display=line)
             ctx.later(ctx.system.credentials_changed)
@@ -149,7 +149,7 @@ def _relocate(ctx: Any, location: str) -> None:
     for (kind, name), entry in store.entries().items():
         line = ctx.engine.config.root.get(kind, name)
         if line is not None:
-            text = _certificate_line(kind, name, entry, (line.data or {}).get("hash_url"))
+            text = certificate_line(kind, name, entry, (line.data or {}).get("hash_url"))
             data = {**(line.data or {}), "generation": entry["generation"]}
             ctx.engine.config.root.set_line(kind, name, text, data, secret=True, display=text)
     ctx.later(ctx.system.credentials_changed)
