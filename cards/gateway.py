@@ -132,6 +132,7 @@ class Gateway:
             rand=self.rand,
             wall_clock=self.wall_clock,
             spi_alloc=lambda: make_spi(self.slot, self.rand(8)),  # the NPU steers by these bits
+            esp_spi_alloc=lambda: make_spi(self.slot, self.rand(4)),  # ESP too (top byte)
             cookie_secret=self.cookie_secret,
             local=local,
         )

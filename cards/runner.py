@@ -240,7 +240,8 @@ class Card:
 
     def _ike(self, outs: list) -> None:
         """Send what the IKE engine wants sent; count and log what happened."""
-        from cards.ike.events import AuthFailed, Established, Send
+        from cards.ike.child import describe_ts
+        from cards.ike.events import AuthFailed, ChildEstablished, Established, Send
 
         for out in outs:
             if isinstance(out, Send):
@@ -254,6 +255,15 @@ class Card:
                     out.peer_cert_subject,
                     *out.peer,
                     out.suite,
+                )
+            elif isinstance(out, ChildEstablished):
+                log.info(
+                    "CHILD_SA up with %s, our SPI %s, their SPI %s, %s === %s",
+                    out.suite,
+                    out.our_spi.hex(),
+                    out.their_spi.hex(),
+                    describe_ts(out.tsi),
+                    describe_ts(out.tsr),
                 )
             elif isinstance(out, AuthFailed):
                 log.warning("IKE_AUTH from %s:%d refused: %s", *out.peer, out.reason)

@@ -24,7 +24,7 @@ def readiness(config: dict, credentials: Credentials) -> dict[str, str]:
 
 def _check(tmpl: dict, credentials: Credentials) -> str:
     if tmpl.get("authentication", {}).get("local") != "certificate":
-        return READY
+        return "refusing: only `authentication local certificate` is implemented"
     cert = tmpl.get("certificate")
     if not cert:
         return "refusing: certificate authentication without `certificate name`"

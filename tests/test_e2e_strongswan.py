@@ -3,8 +3,10 @@
 charon initiates IKE_SA_INIT and IKE_AUTH with an EC certificate to the address a
 wsg-service is bound to; the NPU steers the datagrams to a DPC, whose engine authenticates
 charon against the template's CA list and answers with the gateway's certificate, fanned out
-by the MIO. The first CHILD_SA is refused for now (no ESP yet, issue #6/#7): charon keeps the
-IKE SA, which is what this test checks on both sides.
+by the MIO. The first CHILD_SA is negotiated in IKE_AUTH too (the card narrows charon's TS and
+allocates an ESP SPI with its slot in the top byte); this kernel has no ESP, so charon logs the
+negotiated CHILD_SA, fails to install it and deletes it with an INFORMATIONAL, keeping the
+IKE SA (INTEROP.md). The test checks all of it on both sides.
 """
 
 from __future__ import annotations
@@ -156,6 +158,28 @@ connections {{
         assert len(serving) == 1  # one DPC holds it: the NPU steered IKE_AUTH by the SPI's slot
         log = (ch.run.logs / f"dpc-{serving[0]}.log").read_text()
         assert "IKE SA up with enb1.example.net" in log
+
+        # The first CHILD_SA: negotiated by the card, then deleted by charon (no ESP here).
+        wait_until(
+            lambda: counters()[serving[0]].get("ike_childdeleted", 0) == 1,
+            5,
+            what="charon's CHILD_SA delete at the card",
+        )
+        c = counters()[serving[0]]
+        assert c.get("ike_childestablished") == 1 and not c.get("ike_childrefused"), c
+        log = (ch.run.logs / f"dpc-{serving[0]}.log").read_text()
+        up = [line for line in log.splitlines() if "CHILD_SA up with aes_gcm_16256" in line]
+        assert len(up) == 1 and "127.0.0.1 === 10.0.0.0/8" in up[0], log[-2000:]
+        our_spi = up[0].split("our SPI ")[1].split(",")[0]
+        their_spi = up[0].split("their SPI ")[1].split(",")[0]
+        assert int(our_spi[:2], 16) == serving[0]  # the NPU steers ESP by the slot byte
+        clog = charon.log()
+        assert "selected proposal: ESP:AES_GCM_16_256/NO_EXT_SEQ" in clog
+        assert f"unable to add SAD entry with SPI {our_spi}" in clog  # its outbound = our inbound
+        assert "failed to establish CHILD_SA, keeping IKE_SA" in clog
+        assert f"sending DELETE for ESP CHILD_SA with SPI {their_spi}" in clog
+        assert "parsed INFORMATIONAL response 2 [ D ]" in clog  # we deleted our half too
+        assert "ESTABLISHED" in charon.swanctl("--list-sas").stdout  # the IKE SA stays up
     except AssertionError:
         print(charon.log()[-4000:])
         raise

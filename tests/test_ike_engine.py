@@ -35,6 +35,7 @@ from cards.ike.engine import Endpoint
 from cards.ike.events import (
     Alive,
     AuthFailed,
+    ChildEstablished,
     ChildRefused,
     Deleted,
     Established,
@@ -240,7 +241,7 @@ def test_establishes_with_certificates(suite, enb):
     #  HDR, SAi1, KEi, Ni, N(NAT_D)x2, N(SIG_HASH)  ---------->
     #  <-------  HDR, SAr1, KEr, Nr, CERTREQ, N(NAT_D)x2, N(SIG_HASH)
     #  HDR, SK{IDi, CERT, AUTH, CERTREQ, SAi2, TSi, TSr}  ---->
-    #  <-------  HDR, SK{IDr, CERT, CERT, AUTH, N(NO_PROPOSAL_CHOSEN)}
+    #  <-------  HDR, SK{IDr, CERT, CERT, AUTH, SAr2, TSi, TSr}
     proposals = (SUITES[suite],)
     pair = Pair(config(enb, proposals=proposals), gw_config(proposals=proposals)).established()
     assert len(pair.wire) == 4
@@ -252,9 +253,9 @@ def test_establishes_with_certificates(suite, enb):
     assert ei.suite == er.suite == str(SUITES[suite]) and ei.initiator and not er.initiator
     assert (ei.spi_i, ei.spi_r) == (er.spi_i, er.spi_r)
     assert pair.sa("i").state is pair.sa("r").state is State.ESTABLISHED
-    # the child SA is refused, the IKE SA kept (documented choice in tasks/child.py)
-    assert NotifyType.NO_PROPOSAL_CHOSEN in _types(_inner(pair, 3))
-    assert pair.of("i", ChildRefused) and pair.of("r", ChildRefused)
+    # the first CHILD_SA comes up with it (more in test_ike_child.py)
+    assert pair.of("i", ChildEstablished) and pair.of("r", ChildEstablished)
+    assert not pair.of("i", ChildRefused) and not pair.of("r", ChildRefused)
     # the gateway sent its intermediate: the eNodeB's CERTREQ named only the root
     assert sum(type(p).__name__ == "CertPayload" for p in _inner(pair, 3)) == 2
     no_internal_errors(pair)

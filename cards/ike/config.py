@@ -56,11 +56,43 @@ DEFAULT_PROPOSALS: tuple[IkeProposal, ...] = (
 
 @dataclass(frozen=True)
 class ChildProposal:
-    """The ESP transform set an initiator offers for its first CHILD_SA (in IKE_AUTH)."""
+    """One ESP transform set (no ESN): the initiator offers ``IkeConfig.child_proposal`` for
+    its first CHILD_SA (in IKE_AUTH); a responder accepts any of ``child_proposals``."""
 
     encr: Encr = Encr.AES_GCM_16
     key_bits: int = 256
     integ: Integ = Integ.NONE
+
+    def __post_init__(self):
+        Suite(self.encr, self.key_bits, Prf.HMAC_SHA2_256, self.integ)  # same rules as IKE
+
+    @property
+    def encr_key_len(self) -> int:
+        """Bytes of KEYMAT for the cipher; an AES-GCM key carries a 4-byte salt (RFC 4106 8.1)."""
+        return Suite(self.encr, self.key_bits, Prf.HMAC_SHA2_256, self.integ).encr_key_len
+
+    @property
+    def integ_key_len(self) -> int:
+        return Suite(self.encr, self.key_bits, Prf.HMAC_SHA2_256, self.integ).integ_key_len
+
+    def __str__(self) -> str:
+        parts = [f"{Encr(self.encr).name.lower()}{self.key_bits}"]
+        if self.integ != Integ.NONE:
+            parts.append(Integ(self.integ).name.lower())
+        return "-".join(parts)
+
+
+def _c(encr, bits, integ=Integ.NONE) -> ChildProposal:
+    return ChildProposal(encr, bits, integ)
+
+
+# ESP transform sets a responder accepts, strongest first (the peer's order decides).
+DEFAULT_CHILD_PROPOSALS: tuple[ChildProposal, ...] = (
+    _c(Encr.AES_GCM_16, 256),
+    _c(Encr.AES_GCM_16, 128),
+    _c(Encr.AES_CBC, 256, Integ.HMAC_SHA2_256_128),
+    _c(Encr.AES_CBC, 128, Integ.HMAC_SHA2_256_128),
+)
 
 
 def _any(ts_type=TsType.IPV4_ADDR_RANGE) -> TrafficSelector:
@@ -98,7 +130,10 @@ class IkeConfig:
     max_retransmissions: int = 5
     setup_timeout_s: float = 30.0
     cookie_threshold: int | None = 1000  # half-open SAs before COOKIE is demanded; None: never
-    child_proposal: ChildProposal | None = field(default_factory=ChildProposal)
+    child_proposal: ChildProposal | None = field(default_factory=ChildProposal)  # we offer
+    child_proposals: tuple[ChildProposal, ...] = DEFAULT_CHILD_PROPOSALS  # we accept
+    # Our side and the peer's side of every CHILD_SA: the initiator asks for them (TSi, TSr),
+    # the responder narrows the peer's TSi to child_ts_remote and its TSr to child_ts_local.
     child_ts_local: tuple[TrafficSelector, ...] = (_any(),)
     child_ts_remote: tuple[TrafficSelector, ...] = (_any(),)
 

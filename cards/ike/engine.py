@@ -1,9 +1,10 @@
 """The IKEv2 endpoint: many IKE SAs keyed by our SPI, sans-IO (DESIGN principle 1).
 
 Datagrams and the monotonic ``now`` (seconds) go in; ``Send`` and events come out. The
-runner calls ``get_timer()`` and ``handle_timer(now)``; randomness (``rand``), our SPIs
-(``spi_alloc``: the chassis puts the card slot in the top bits) and the warpable wall clock
-used for certificate validity (``wall_clock``) are injected. No peer input raises: malformed
+runner calls ``get_timer()`` and ``handle_timer(now)``; randomness (``rand``), our IKE SPIs
+(``spi_alloc``) and inbound ESP SPIs (``esp_spi_alloc``; the chassis puts the card slot in the
+top byte of both) and the warpable wall clock used for certificate validity (``wall_clock``)
+are injected. No peer input raises: malformed
 datagrams are dropped or answered as RFC 7296 says, and a bug becomes an InternalError event.
 """
 
@@ -16,7 +17,16 @@ from collections.abc import Callable
 
 from .config import IkeConfig
 from .const import FLAG_INITIATOR, FLAG_RESPONSE, ExchangeType, NotifyType
-from .events import Addr, Dropped, InternalError, Out, Rejected, Send
+from .events import (
+    Addr,
+    ChildDeleted,
+    ChildEstablished,
+    Dropped,
+    InternalError,
+    Out,
+    Rejected,
+    Send,
+)
 from .message import (
     HEADER_LEN,
     IkeDecodeError,
@@ -27,7 +37,7 @@ from .message import (
     strip_non_esp_marker,
 )
 from .sa import IkeSa, State
-from .tasks.informational import DeleteTask, LivenessTask
+from .tasks.informational import ChildDeleteTask, DeleteTask, LivenessTask
 
 ZERO_SPI = bytes(8)
 
@@ -35,9 +45,12 @@ ZERO_SPI = bytes(8)
 class Endpoint:
     def __init__(self, config: IkeConfig, *, rand: Callable[[int], bytes], wall_clock,
                  spi_alloc: Callable[[], bytes] | None = None, cookie_secret: bytes | None = None,
-                 local: Addr = ("0.0.0.0", 500)):  # fmt: skip
+                 local: Addr = ("0.0.0.0", 500),
+                 esp_spi_alloc: Callable[[], bytes] | None = None):  # fmt: skip
         self.config, self.rand, self.wall_clock = config, rand, wall_clock
         self.spi_alloc = spi_alloc or (lambda: rand(8))
+        self.esp_spi_alloc = esp_spi_alloc or (lambda: rand(4))
+        self.esp_spis: set[bytes] = set()  # our inbound ESP SPIs in use, over all IKE SAs
         self.cookie_secret = cookie_secret if cookie_secret is not None else rand(32)
         self.local = local
         self.sas: dict[bytes, IkeSa] = {}  # by our SPI
@@ -53,6 +66,7 @@ class Endpoint:
     def initiate(self, peer: Addr, now: float, local: Addr | None = None) -> list[Out]:
         sa = IkeSa(self.config, self.rand, initiator=True, spi_i=self._new_spi(),
                    local=local or self.local, peer=peer, wall_clock=self.wall_clock)  # fmt: skip
+        sa.new_esp_spi = self._new_esp_spi
         self.sas[sa.spi_i] = sa
         return self._guard(sa, sa.start, now)
 
@@ -62,6 +76,14 @@ class Endpoint:
         return (
             self._guard(sa, sa.queue, ExchangeType.INFORMATIONAL, [DeleteTask()], now) if sa else []
         )
+
+    def delete_child(self, spi: bytes, esp_spi: bytes, now: float) -> list[Out]:
+        """Delete the CHILD_SA whose inbound ESP SPI is ``esp_spi`` of the IKE SA ``spi``."""
+        sa = self.sas.get(spi)
+        if sa is None or esp_spi not in sa.children:
+            return []
+        return self._guard(sa, sa.queue, ExchangeType.INFORMATIONAL,
+                           [ChildDeleteTask(esp_spi)], now)  # fmt: skip
 
     def check_liveness(self, spi: bytes, now: float) -> list[Out]:
         sa = self.sas.get(spi)
@@ -88,7 +110,9 @@ class Endpoint:
 
     def import_sa(self, checkpoint: dict) -> IkeSa:
         sa = IkeSa.from_checkpoint(checkpoint, self.config, self.rand, self.wall_clock)
+        sa.new_esp_spi = self._new_esp_spi
         self.sas[sa.my_spi] = sa
+        self.esp_spis.update(sa.children)
         return sa
 
     # ------------------------------------------------------------------ dispatch
@@ -140,6 +164,7 @@ class Endpoint:
                         Rejected(src, NotifyType.COOKIE, reason)]  # fmt: skip
         sa = IkeSa(self.config, self.rand, initiator=False, spi_i=msg.spi_i,
                    spi_r=self._new_spi(), local=dst, peer=src, wall_clock=self.wall_clock)  # fmt: skip
+        sa.new_esp_spi = self._new_esp_spi
         sa.setup_deadline = now + self.config.setup_timeout_s
         self.sas[sa.spi_r] = sa
         out = self._guard(sa, sa.receive, msg, src, dst, now)
@@ -155,11 +180,17 @@ class Endpoint:
         except Exception as exc:  # a bug: kill the one SA, keep the card
             sa.state = State.DEAD
             out = [InternalError(f"{type(exc).__name__}: {exc}")]
+        for o in out:  # keep the index of our inbound ESP SPIs in step with the children
+            if isinstance(o, ChildEstablished):
+                self.esp_spis.add(o.our_spi)
+            elif isinstance(o, ChildDeleted):
+                self.esp_spis.discard(o.our_spi)
         if sa.half_open_key is not None and sa.state is not State.WAIT_AUTH_REQUEST:
             self.half_open.pop(sa.half_open_key, None)
             sa.half_open_key = None
         if sa.state is State.DEAD:
             self.sas.pop(sa.my_spi, None)
+            self.esp_spis.difference_update(sa.children)
         return out
 
     # ------------------------------------------------------------------ helpers
@@ -169,6 +200,14 @@ class Endpoint:
             if len(spi) == 8 and spi != ZERO_SPI and spi not in self.sas:
                 return spi
         raise RuntimeError("SPI allocator keeps returning used or invalid SPIs")
+
+    def _new_esp_spi(self) -> bytes:
+        """Our inbound ESP SPI: 4 bytes, unused, not 0-255 (reserved, RFC 4303 2.1)."""
+        for _ in range(16):
+            spi = bytes(self.esp_spi_alloc())
+            if len(spi) == 4 and int.from_bytes(spi) > 255 and spi not in self.esp_spis:
+                return spi
+        raise RuntimeError("ESP SPI allocator keeps returning used or invalid SPIs")
 
     def _cookie(self, ni: bytes, src: Addr, spi_i: bytes) -> bytes:
         """<VersionIDofSecret> | Hash(Ni | IPi | SPIi | <secret>)   (RFC 7296 2.6)."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .payloads import TrafficSelector
+
 Addr = tuple[str, int]
 
 
@@ -58,6 +60,33 @@ class Alive(Event):
 
     spi_i: bytes
     spi_r: bytes
+
+
+@dataclass(frozen=True)
+class ChildEstablished(Event):
+    """A CHILD_SA was negotiated (keys stay on the SA: ``IkeSa.children``, never in events).
+
+    ``our_spi`` is our inbound ESP SPI (the peer sends with it), ``their_spi`` our outbound.
+    """
+
+    spi_i: bytes
+    spi_r: bytes
+    our_spi: bytes
+    their_spi: bytes
+    tsi: tuple[TrafficSelector, ...]
+    tsr: tuple[TrafficSelector, ...]
+    suite: str
+
+
+@dataclass(frozen=True)
+class ChildDeleted(Event):
+    """A CHILD_SA is gone: deleted by either side, or with its IKE SA."""
+
+    spi_i: bytes
+    spi_r: bytes
+    our_spi: bytes
+    their_spi: bytes
+    reason: str
 
 
 @dataclass(frozen=True)

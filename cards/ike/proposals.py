@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .config import ChildProposal, IkeProposal
+from .config import IkeProposal
 from .const import ATTR_KEY_LENGTH, Integ, ProtocolId, TransformType
 from .errors import NoProposalChosen
 from .payloads import Proposal, SaPayload, Transform
@@ -28,14 +28,6 @@ def ike_sa_payload(proposals: Sequence[IkeProposal]) -> SaPayload:
     return SaPayload(
         [Proposal(i + 1, ProtocolId.IKE, b"", _transforms(p)) for i, p in enumerate(proposals)]
     )
-
-
-def child_sa_payload(child: ChildProposal, spi: bytes) -> SaPayload:
-    ts = [Transform(TransformType.ENCR, child.encr, ((ATTR_KEY_LENGTH, child.key_bits),))]
-    if child.integ != Integ.NONE:
-        ts.append(Transform(TransformType.INTEG, child.integ))
-    ts.append(Transform(TransformType.ESN, 0))
-    return SaPayload([Proposal(1, ProtocolId.ESP, spi, tuple(ts))])
 
 
 def _offered(proposal: Proposal) -> dict[int, set] | None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from enum import Enum
 
+from .child import ChildSa
 from .config import IkeConfig, IkeProposal
 from .const import (
     FLAG_INITIATOR,
@@ -28,6 +29,8 @@ from .events import (
     Addr,
     Alive,
     AuthFailed,
+    ChildDeleted,
+    ChildEstablished,
     Deleted,
     Dropped,
     Established,
@@ -133,6 +136,9 @@ class IkeSa:
         self.pending: list[tuple[int, list[Task]]] = []
         self.setup_deadline: float | None = None
         self.half_open_key = None  # the endpoint's index entry while WAIT_AUTH_REQUEST
+        self.children: dict[bytes, ChildSa] = {}  # by our (inbound) ESP SPI
+        # our inbound ESP SPIs: the endpoint replaces this with its slot-aware, unique allocator
+        self.new_esp_spi: Callable[[], bytes] = lambda: rand(4)
         self._out: list[Out] = []
         self._setup: dict[str, Task] = {}
 
@@ -178,11 +184,31 @@ class IkeSa:
         self.emit(Established(self.spi_i, self.spi_r, self.peer_id, self.peer_cert_subject,
                               self.peer, str(self.proposal), self.initiator))  # fmt: skip
 
+    def child_up(self, child: ChildSa) -> None:
+        self.children[child.our_spi] = child
+        self.emit(ChildEstablished(self.spi_i, self.spi_r, child.our_spi, child.their_spi,
+                                   child.tsi, child.tsr, str(child.suite)))  # fmt: skip
+
+    def child_down(self, our_spi: bytes, reason: str) -> ChildSa | None:
+        child = self.children.pop(our_spi, None)
+        if child is not None:
+            self.emit(ChildDeleted(self.spi_i, self.spi_r, child.our_spi, child.their_spi, reason))
+        return child
+
+    def child_by_their_spi(self, spi: bytes) -> ChildSa | None:
+        return next((c for c in self.children.values() if c.their_spi == spi), None)
+
+    def _drop_children(self, reason: str) -> None:
+        """Deleting an IKE SA deletes its CHILD_SAs (RFC 7296 1.4.1)."""
+        for our_spi in list(self.children):
+            self.child_down(our_spi, reason)
+
     def deleting(self) -> None:
         self.fire(T.DELETE_SENT)
 
     def close(self, reason: str) -> None:
         self.fire(T.CLOSED)
+        self._drop_children(f"IKE SA {reason}")
         self.emit(Deleted(self.spi_i, self.spi_r, reason))
 
     def alive(self) -> None:
@@ -193,6 +219,7 @@ class IkeSa:
             return
         self.fire(T.FAILED)
         self.outstanding, self.pending = None, []
+        self._drop_children(f"IKE SA failed: {reason}")
         if auth:
             self.emit(AuthFailed(self.spi_i, self.spi_r, reason, self.peer))
         else:
@@ -430,6 +457,7 @@ class IkeSa:
             "peer_id": self.peer_id,
             "peer_cert_subject": self.peer_cert_subject,
             "nat": [self.nat_local, self.nat_remote],
+            "children": [c.to_dict() for c in self.children.values()],
         }
 
     @classmethod
@@ -450,4 +478,7 @@ class IkeSa:
             sa.cached = (int(mid), bytes.fromhex(digest), bytes.fromhex(data))
         sa.peer_id, sa.peer_cert_subject = d["peer_id"], d["peer_cert_subject"]
         sa.nat_local, sa.nat_remote = (bool(x) for x in d["nat"])
+        for c in d.get("children", []):  # absent in checkpoints from before CHILD_SAs
+            child = ChildSa.from_dict(c)
+            sa.children[child.our_spi] = child
         return sa

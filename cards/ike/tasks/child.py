@@ -1,53 +1,128 @@
-"""The first CHILD_SA, piggybacked on IKE_AUTH (RFC 7296 1.2).
+"""The first CHILD_SA, piggybacked on IKE_AUTH (RFC 7296 1.3, 2.9, 2.17).
 
-Child SA negotiation is not implemented yet. Choice: the responder answers the child part
-with NO_PROPOSAL_CHOSEN and keeps the IKE SA, which RFC 7296 2.21.1 allows ("the IKE SA is
-still created") and which is what strongSwan does when it cannot install ESP. We do not
-pretend to install an SA we cannot carry traffic for. The initiator still offers a child
-(an IKE_AUTH without SA/TSi/TSr is not a valid RFC 7296 request) and reports the answer.
+Responder: the peer's first ESP proposal that matches one of ``child_proposals`` is chosen
+(the peer's order, no ESN, a DH transform only as NONE), the peer's TSi/TSr are narrowed to
+``child_ts_remote``/``child_ts_local``, our inbound SPI comes from the endpoint's
+``esp_spi_alloc`` (the card slot in its top byte) and KEYMAT = prf+(SK_d, Ni | Nr). When
+nothing matches, the child part is answered with NO_PROPOSAL_CHOSEN or TS_UNACCEPTABLE and the
+IKE SA is still created (2.21.1). Initiator: offers ``child_proposal`` with ``child_ts_local``
+/``child_ts_remote``, then checks that the responder chose what we offered and narrowed
+within what we asked; if not, the child is refused and its SPI deleted at the peer.
+
+Nothing installs ESP here: the runner and NPU act on ChildEstablished/ChildDeleted. Further
+CHILD_SAs (CREATE_CHILD_SA) are still refused with NO_ADDITIONAL_SAS.
 """
 
 from __future__ import annotations
 
-from ..const import NotifyType, PayloadType
+from ..child import (
+    ChildSa,
+    TsUnacceptable,
+    accepted_esp,
+    derive_child_keys,
+    esp_sa_payload,
+    narrow,
+    select_esp,
+    within,
+)
+from ..const import ExchangeType, NotifyType, PayloadType
+from ..errors import NoProposalChosen
 from ..events import ChildRefused
 from ..message import SaPayload, TsPayload
-from ..proposals import child_sa_payload
 from . import Ctx, Task
+from .informational import ChildDeleteTask
 
 
 class ChildTask(Task):
     def __init__(self):
         self.requested = False
+        self.our_spi = b""
+        self.choice = None  # responder: (peer's proposal, our suite, TSi, TSr)
+        self.refusal: tuple[NotifyType, str] | None = None
 
+    # ------------------------------------------------------------------ initiator
     def build_i(self, sa, ctx: Ctx) -> None:
         cfg = sa.config
         if cfg.child_proposal is None:
             return
+        self.our_spi = sa.new_esp_spi()
         ctx.payloads += [
-            child_sa_payload(cfg.child_proposal, sa.rand(4)),
+            esp_sa_payload(cfg.child_proposal, self.our_spi),
             TsPayload(list(cfg.child_ts_local), PayloadType.TSi),
             TsPayload(list(cfg.child_ts_remote), PayloadType.TSr),
         ]
 
     def process_i(self, sa, ctx: Ctx) -> None:
-        if sa.config.child_proposal is None:
+        cfg = sa.config
+        if cfg.child_proposal is None:
             return
-        if ctx.first(SaPayload) is not None:
-            # A child was accepted, but installing it is the next engineer's work.
-            sa.emit(ChildRefused(sa.spi_i, sa.spi_r, "accepted by peer, not installed"))
+        reply = ctx.first(SaPayload)
+        if reply is None:
+            errors = ctx.errors()
+            reason = _name(errors[0].type) if errors else "no SA payload in the response"
+            sa.emit(ChildRefused(sa.spi_i, sa.spi_r, reason))
             return
-        errors = ctx.errors()
-        reason = _name(errors[0].type) if errors else "no SA payload in the response"
-        sa.emit(ChildRefused(sa.spi_i, sa.spi_r, reason))
+        tsi, tsr = ctx.first(TsPayload, PayloadType.TSi), ctx.first(TsPayload, PayloadType.TSr)
+        try:
+            their_spi, suite = accepted_esp(reply, cfg.child_proposal)
+            if tsi is None or tsr is None:
+                raise TsUnacceptable("no TSi/TSr in the response")
+            if not within(tsi.selectors, cfg.child_ts_local):
+                raise TsUnacceptable("responder's TSi is not within what we asked")
+            if not within(tsr.selectors, cfg.child_ts_remote):
+                raise TsUnacceptable("responder's TSr is not within what we asked")
+        except (NoProposalChosen, TsUnacceptable) as exc:
+            sa.emit(ChildRefused(sa.spi_i, sa.spi_r, str(exc)))
+            # The responder has installed it: delete it there (the SPI it knows is ours).
+            sa.pending.append((ExchangeType.INFORMATIONAL, [ChildDeleteTask(self.our_spi)]))
+            return
+        keys = derive_child_keys(sa.suite.prf, sa.keys.sk_d, sa.ni, sa.nr, suite)
+        sa.child_up(ChildSa(self.our_spi, their_spi, suite, tuple(tsi.selectors),
+                            tuple(tsr.selectors), True, keys))  # fmt: skip
 
+    # ------------------------------------------------------------------ responder
     def process_r(self, sa, ctx: Ctx) -> None:
-        self.requested = ctx.first(SaPayload) is not None
+        offer = ctx.first(SaPayload)
+        self.requested = offer is not None
+        if not self.requested:
+            return
+        cfg = sa.config
+        tsi, tsr = ctx.first(TsPayload, PayloadType.TSi), ctx.first(TsPayload, PayloadType.TSr)
+        try:
+            theirs, ours = select_esp(offer, cfg.child_proposals)
+        except NoProposalChosen as exc:
+            self.refusal = (NotifyType.NO_PROPOSAL_CHOSEN, exc.reason)
+            return
+        if tsi is None or tsr is None:
+            self.refusal = (NotifyType.TS_UNACCEPTABLE, "no TSi/TSr in the request")
+            return
+        tsi_n = narrow(tsi.selectors, cfg.child_ts_remote)
+        tsr_n = narrow(tsr.selectors, cfg.child_ts_local)
+        if not tsi_n or not tsr_n:
+            self.refusal = (
+                NotifyType.TS_UNACCEPTABLE,
+                "traffic selectors outside the configured ones",
+            )
+            return
+        self.choice = (theirs, ours, tsi_n, tsr_n)
 
     def build_r(self, sa, ctx: Ctx) -> None:
-        if self.requested:
-            ctx.add_notify(NotifyType.NO_PROPOSAL_CHOSEN)
-            sa.emit(ChildRefused(sa.spi_i, sa.spi_r, "child SA negotiation not implemented"))
+        if not self.requested:
+            return
+        if self.refusal is not None:
+            notify, reason = self.refusal
+            ctx.add_notify(notify)
+            sa.emit(ChildRefused(sa.spi_i, sa.spi_r, reason))
+            return
+        theirs, suite, tsi, tsr = self.choice
+        self.our_spi = sa.new_esp_spi()
+        keys = derive_child_keys(sa.suite.prf, sa.keys.sk_d, sa.ni, sa.nr, suite)
+        ctx.payloads += [
+            esp_sa_payload(suite, self.our_spi, theirs.num),
+            TsPayload(list(tsi), PayloadType.TSi),
+            TsPayload(list(tsr), PayloadType.TSr),
+        ]
+        sa.child_up(ChildSa(self.our_spi, theirs.spi, suite, tsi, tsr, False, keys))
 
 
 class ChildRefusalTask(Task):

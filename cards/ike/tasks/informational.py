@@ -1,4 +1,4 @@
-"""INFORMATIONAL exchanges (RFC 7296 1.4): IKE SA delete, liveness, error notices."""
+"""INFORMATIONAL exchanges (RFC 7296 1.4): IKE and CHILD_SA delete, liveness, error notices."""
 
 from __future__ import annotations
 
@@ -10,23 +10,37 @@ from . import Ctx, Task
 class InformationalResponder(Task):
     """Answers any INFORMATIONAL request; an empty one is a liveness check.
 
-    Delete of ESP/AH SAs: there are no CHILD_SAs yet, so the answer carries no Delete
-    payloads (RFC 7296 1.4.1 lets a responder answer for SAs it does not have with nothing).
+    Delete of CHILD_SAs (1.4.1, 3.11): each SPI in an ESP Delete is the sender's inbound SPI,
+    i.e. our outbound one; we remove those children and answer with one Delete carrying our
+    inbound SPIs of the pairs. SPIs we do not know (already deleted on our side, simultaneous
+    deletes) get no answer, which 1.4.1 allows.
     """
 
     def __init__(self):
         self.delete_ike = False
         self.auth_failed = False
+        self.child_spis: list[bytes] = []
 
     def process_r(self, sa, ctx: Ctx) -> None:
-        self.delete_ike = any(d.protocol == ProtocolId.IKE for d in ctx.all(DeletePayload))
+        deletes = ctx.all(DeletePayload)
+        self.delete_ike = any(d.protocol == ProtocolId.IKE for d in deletes)
         self.auth_failed = ctx.notify(NotifyType.AUTHENTICATION_FAILED) is not None
+        self.child_spis = [s for d in deletes if d.protocol == ProtocolId.ESP for s in d.spis]
 
     def build_r(self, sa, ctx: Ctx) -> None:
         if self.auth_failed:
             sa.fail("peer refused our authentication", auth=True)
         elif self.delete_ike:
             sa.close("deleted by peer")
+        else:
+            ours = []
+            for spi in self.child_spis:
+                child = sa.child_by_their_spi(spi)
+                if child is not None:
+                    sa.child_down(child.our_spi, "deleted by peer")
+                    ours.append(child.our_spi)
+            if ours:
+                ctx.payloads.append(DeletePayload(ProtocolId.ESP, ours))
 
 
 class DeleteTask(Task):
@@ -38,6 +52,20 @@ class DeleteTask(Task):
 
     def process_i(self, sa, ctx: Ctx) -> None:
         sa.close("deleted")
+
+
+class ChildDeleteTask(Task):
+    """Delete one of our CHILD_SAs: the Delete names our inbound SPI (3.11); the child is gone
+    when the peer answers (with the Delete of its half, or with nothing if it had none)."""
+
+    def __init__(self, our_spi: bytes):
+        self.our_spi = our_spi
+
+    def build_i(self, sa, ctx: Ctx) -> None:
+        ctx.payloads.append(DeletePayload(ProtocolId.ESP, [self.our_spi]))
+
+    def process_i(self, sa, ctx: Ctx) -> None:
+        sa.child_down(self.our_spi, "deleted")
 
 
 class LivenessTask(Task):
