@@ -153,6 +153,26 @@ class Gateway:
             outs += endpoint.handle_timer(now)
         return outs
 
+    def sa_table(self, limit: int = 10000) -> list[dict]:
+        """What `show crypto ikev2-ikesa security-associations` prints for this card."""
+        rows = []
+        for endpoint in self.endpoints.values():
+            for sa in list(endpoint.sas.values())[: max(0, limit - len(rows))]:
+                rows.append(
+                    {
+                        "local": f"{sa.local[0]}:{sa.local[1]}",
+                        "remote": f"{sa.peer[0]}:{sa.peer[1]}",
+                        "spi_i": sa.spi_i.hex(),
+                        "spi_r": sa.spi_r.hex() if sa.spi_r else "",
+                        "state": sa.state.name,
+                        "role": "initiator" if sa.initiator else "responder",
+                        "peer_id": sa.peer_id,
+                        "suite": str(sa.proposal) if getattr(sa, "proposal", None) else "",
+                        "children": len(getattr(sa, "children", {})),
+                    }
+                )
+        return rows
+
     def sa_count(self) -> int:
         from cards.ike.sa import State
 

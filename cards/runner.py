@@ -129,6 +129,8 @@ class Card:
             self._on_cred(env.seq, msg)
         elif isinstance(msg, Request) and msg.method == "cmp-fetch":
             self._spawn(self._cmp_fetch(inc, msg.args))
+        elif isinstance(msg, Request) and msg.method == "ike.sas":
+            self.ctl.reply(inc, True, self.gateway.sa_table() if self.gateway else [])
         elif isinstance(msg, Request) and msg.method == "credentials":
             self.ctl.reply(inc, True, self.credentials.summary())
         elif isinstance(msg, Error):

@@ -37,7 +37,7 @@ from chassis.ipc.messages import (
     Request,
     Update,
 )
-from chassis.ipc.rpc import Pending
+from chassis.ipc.rpc import Pending, RpcError
 from chassis.ipc.rundir import RunDir
 from chassis.ipc.sockets import Channel, Incoming, Node
 from supervisor.cards import MANAGEMENT, CardManager
@@ -106,6 +106,9 @@ class System:
 
     async def cmp_fetch(self, card: int | None, name: str, ca: str) -> str:
         return await self.sup.certs.cmp_fetch(card, name, ca)
+
+    async def ike_sas(self) -> dict[int, list[dict]]:
+        return await self.sup.ike_sas()
 
     def propagation(self) -> list[float]:
         return list(self.sup.fanout.propagation)
@@ -377,6 +380,21 @@ class Supervisor:
         self.sync_credentials()
         if self.platform == "asr9000":
             self.certs.auto_fetch()
+
+    async def ike_sas(self) -> dict[int, list[dict]]:
+        """Every card in service's IKE SAs (asked at once; a silent card counts as none)."""
+        slots = [s for s in self.packet_slots if self.cards.cards[s].in_service]
+
+        async def ask(slot: int):
+            try:
+                return slot, await self.pending.call(
+                    self.ctl, Request("ike.sas", {}), to=f"slot-{slot}".encode(), timeout=2
+                )
+            except (TimeoutError, RpcError) as exc:
+                log.warning("slot %d: no IKE SA table: %s", slot, exc)
+                return slot, []
+
+        return dict(await asyncio.gather(*(ask(s) for s in slots)))
 
     def reboot(self, slot: int) -> str:
         card = self.cards.cards.get(slot)

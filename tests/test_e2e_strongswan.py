@@ -158,6 +158,17 @@ connections {{
         assert len(serving) == 1  # one DPC holds it: the NPU steered IKE_AUTH by the SPI's slot
         log = (ch.run.logs / f"dpc-{serving[0]}.log").read_text()
         assert "IKE SA up with enb1.example.net" in log
+        shown = ch.exec("show crypto ikev2-ikesa security-associations")[0]
+        [row] = shown.data["sas"]
+        assert (
+            row["card"] == serving[0]
+            and row["state"] == "ESTABLISHED"
+            and row["role"] == "responder"
+        )
+        assert row["peer_id"] == "enb1.example.net" and row["local"] == f"127.0.0.1:{gw_port}"
+        assert "enb1.example.net" in shown.output
+        summary = ch.exec("show crypto ikev2-ikesa security-associations summary")[0]
+        assert summary.data["established"] == 1 and summary.data["per_card"][str(serving[0])] == 1
 
         # The first CHILD_SA: negotiated by the card, then deleted by charon (no ESP here).
         wait_until(

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from supervisor.cli import CommandFailure, EnterBlock, SetLine
+from supervisor.cli import CommandFailure, Deferred, EnterBlock, Result, SetLine
 from supervisor.cli.grammar import Grammar
 
 TMPL_MODE = "cfg-crypto-tmpl-ikev2-tunnel"
@@ -97,7 +97,55 @@ def _bind(args: dict, ctx: Any) -> None:
     )(args, ctx)
 
 
+def _show_ikesa(args: dict, ctx: Any) -> Deferred:
+    system, summary = ctx.system, "summary" in args
+
+    async def work():
+        return await system.ike_sas()
+
+    def show(by_card: dict) -> Result:
+        rows = [{"card": slot, **row} for slot, sas in sorted(by_card.items()) for row in sas]
+        up = sum(1 for r in rows if r["state"] == "ESTABLISHED")
+        counts = {
+            str(slot): sum(1 for r in sas if r["state"] == "ESTABLISHED")
+            for slot, sas in by_card.items()
+        }
+        if summary:
+            lines = [f"IKEv2 SAs established: {up} (of {len(rows)})"]
+            lines += [
+                f"  card {slot}: {n}"
+                for slot, n in sorted(counts.items(), key=lambda kv: int(kv[0]))
+            ]
+            return Result(
+                "\n".join(lines), {"established": up, "total": len(rows), "per_card": counts}
+            )
+        lines = [
+            f"{'Card':>4} {'Local':<21} {'Remote':<21} {'State':<12} {'Role':<9} {'Child':>5}  Peer ID / suite"
+        ]
+        for r in rows:
+            lines.append(
+                f"{r['card']:>4} {r['local']:<21} {r['remote']:<21} {r['state']:<12} {r['role']:<9} "
+                f"{r['children']:>5}  {r['peer_id']} {r['suite']}"
+            )
+        lines.append(f"Total IKEv2 SAs: {len(rows)}, established {up}")
+        return Result("\n".join(lines), {"sas": rows})
+
+    return Deferred(work, show)
+
+
 def register(g: Grammar) -> None:
+    g.command(
+        "exec",
+        "show crypto ikev2-ikesa security-associations [ summary ]",
+        _show_ikesa,
+        help={
+            "show": "Displays information",
+            "crypto": "Cryptographic state",
+            "ikev2-ikesa": "IKEv2 security associations",
+            "security-associations": "The IKE SAs of every packet card",
+            "summary": "Counts only",
+        },
+    )
     g.mode(TMPL_MODE, TMPL_MODE, "config-ctx")
     g.mode(TSET_MODE, TSET_MODE, "config-ctx")
     g.mode(WSG_MODE, WSG_MODE, "config-ctx")
