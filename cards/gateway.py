@@ -19,7 +19,7 @@ from cryptography import x509
 from cards import templates
 from cards.credentials import Credentials
 from cards.ike import config as ikecfg
-from cards.ike.const import DhGroup, Encr, Integ, Prf
+from cards.ike.const import DhGroup, Encr, Integ, Prf, TsType
 from cards.ike.engine import Endpoint
 from chassis.npu import make_spi
 
@@ -43,6 +43,7 @@ GROUP = {
     "20": DhGroup.ECP_384,
     "31": DhGroup.CURVE25519,
 }
+ANY_TS = (ikecfg.any_ts(TsType.IPV4_ADDR_RANGE), ikecfg.any_ts(TsType.IPV6_ADDR_RANGE))
 # StarOS's own defaults (AES-CBC-128, group 2, SHA1) are too weak for this engine: unset fields
 # fall back to AES-CBC-128, group 14, HMAC-SHA2-256-128 and PRF-SHA2-256 instead.
 DEFAULT_TSET = {
@@ -126,6 +127,9 @@ class Gateway:
             retransmit_timeout_ms=int(tmpl.get("ikesa-retransmission-timeout", 500)),
             max_retransmissions=int(tmpl.get("ikesa-max-retransmissions", 5)),
             setup_timeout_s=float(tmpl.get("ikesa-setup-timer", 30)),
+            # Until the template's child-SA payloads are configurable (#6): any IPv4 or IPv6.
+            child_ts_local=ANY_TS,
+            child_ts_remote=ANY_TS,
         )
         return Endpoint(
             config,

@@ -69,7 +69,10 @@ def pem(obj) -> bytes:
     )
 
 
-def test_strongswan_brings_an_ike_sa_up(chassis_factory, tmp_path):
+@pytest.mark.parametrize(
+    "addr, remote_ts", [("127.0.0.1", "10.0.0.0/8"), ("::1", "fd00::/8")], ids=["ipv4", "ipv6"]
+)
+def test_strongswan_brings_an_ike_sa_up(chassis_factory, tmp_path, addr, remote_ts):
     ca_key, gw_key, enb_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
     ca = _cert("Lab Root", ca_key, "Lab Root", ca_key, ca=True)
     gw = _cert("segw.example.net", gw_key, "Lab Root", ca_key, san="segw.example.net")
@@ -91,7 +94,7 @@ def test_strongswan_brings_an_ike_sa_up(chassis_factory, tmp_path):
         "ca-certificate list ca-cert-name lab-root",
         "exit",
         "wsg-service svc",
-        f"bind address 127.0.0.1 port {gw_port} crypto-template tmpl",
+        f"bind address {addr} port {gw_port} crypto-template tmpl",
         "end",
     )
     assert not any(r.error for r in res), [r.output for r in res if r.error]
@@ -105,8 +108,8 @@ def test_strongswan_brings_an_ike_sa_up(chassis_factory, tmp_path):
 connections {{
   segw {{
     version = 2
-    local_addrs = 127.0.0.1
-    remote_addrs = 127.0.0.1
+    local_addrs = {addr}
+    remote_addrs = {addr}
     local_port = {enb_port}
     remote_port = {gw_port}
     proposals = aes256gcm16-prfsha256-ecp256
@@ -122,7 +125,7 @@ connections {{
     }}
     children {{
       c {{
-        remote_ts = 10.0.0.0/8
+        remote_ts = {remote_ts}
         esp_proposals = aes256gcm16
       }}
     }}
@@ -165,7 +168,7 @@ connections {{
             and row["state"] == "ESTABLISHED"
             and row["role"] == "responder"
         )
-        assert row["peer_id"] == "enb1.example.net" and row["local"] == f"127.0.0.1:{gw_port}"
+        assert row["peer_id"] == "enb1.example.net" and row["local"] == f"{addr}:{gw_port}"
         assert "enb1.example.net" in shown.output
         summary = ch.exec("show crypto ikev2-ikesa security-associations summary")[0]
         assert summary.data["established"] == 1 and summary.data["per_card"][str(serving[0])] == 1
@@ -180,7 +183,7 @@ connections {{
         assert c.get("ike_childestablished") == 1 and not c.get("ike_childrefused"), c
         log = (ch.run.logs / f"dpc-{serving[0]}.log").read_text()
         up = [line for line in log.splitlines() if "CHILD_SA up with aes_gcm_16256" in line]
-        assert len(up) == 1 and "127.0.0.1 === 10.0.0.0/8" in up[0], log[-2000:]
+        assert len(up) == 1 and f"{addr} === {remote_ts}" in up[0], log[-2000:]
         our_spi = up[0].split("our SPI ")[1].split(",")[0]
         their_spi = up[0].split("their SPI ")[1].split(",")[0]
         assert int(our_spi[:2], 16) == serving[0]  # the NPU steers ESP by the slot byte

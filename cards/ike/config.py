@@ -95,14 +95,14 @@ DEFAULT_CHILD_PROPOSALS: tuple[ChildProposal, ...] = (
 )
 
 
-def _any(ts_type=TsType.IPV4_ADDR_RANGE) -> TrafficSelector:
+def any_ts(ts_type=TsType.IPV4_ADDR_RANGE) -> TrafficSelector:
+    """Every address and port of one family."""
+    v6 = ts_type == TsType.IPV6_ADDR_RANGE
+    low, high = (
+        ("::", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff") if v6 else ("0.0.0.0", "255.255.255.255")
+    )
     return TrafficSelector(
-        ts_type,
-        0,
-        0,
-        65535,
-        ipaddress.ip_address("0.0.0.0"),
-        ipaddress.ip_address("255.255.255.255"),
+        ts_type, 0, 0, 65535, ipaddress.ip_address(low), ipaddress.ip_address(high)
     )
 
 
@@ -134,8 +134,8 @@ class IkeConfig:
     child_proposals: tuple[ChildProposal, ...] = DEFAULT_CHILD_PROPOSALS  # we accept
     # Our side and the peer's side of every CHILD_SA: the initiator asks for them (TSi, TSr),
     # the responder narrows the peer's TSi to child_ts_remote and its TSr to child_ts_local.
-    child_ts_local: tuple[TrafficSelector, ...] = (_any(),)
-    child_ts_remote: tuple[TrafficSelector, ...] = (_any(),)
+    child_ts_local: tuple[TrafficSelector, ...] = (any_ts(),)
+    child_ts_remote: tuple[TrafficSelector, ...] = (any_ts(),)
 
     def identity(self) -> tuple[IdType, bytes]:
         """Our ID payload: configured, else the certificate's first DNS SAN, else its DN."""
