@@ -21,7 +21,7 @@ from cards.credentials import Credentials
 from cards.ike import config as ikecfg
 from cards.ike.const import DhGroup, Encr, Integ, Prf, TsType
 from cards.ike.engine import Endpoint
-from chassis.npu import make_spi
+from cards.spi import make_spi
 
 log = logging.getLogger("gateway")
 

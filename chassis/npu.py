@@ -15,6 +15,8 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
+from cards.spi import make_spi, slot_of_spi  # noqa: F401  (make_spi: part of the NPU's API)
+
 IKE_HEADER = 28
 FLAG_INITIATOR = 0x08
 
@@ -24,17 +26,6 @@ class Steer:
     slot: int | None  # None: drop
     kind: str  # "ike" | "esp" | "keepalive" | "garbage"
     reason: str = ""
-
-
-def slot_of_spi(spi: bytes) -> int:
-    return spi[0]
-
-
-def make_spi(slot: int, rand: bytes) -> bytes:
-    """A gateway SPI owned by `slot` (8 bytes for IKE, 4 for ESP; `rand` gives the rest)."""
-    if not 0 <= slot <= 255:
-        raise ValueError("slot out of range")
-    return bytes([slot]) + rand[1:]
 
 
 def _hash_pick(key: bytes, ready: list[int]) -> int:
