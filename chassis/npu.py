@@ -15,7 +15,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
-from cards.spi import make_spi, slot_of_spi  # noqa: F401  (make_spi: part of the NPU's API)
+from cards.spi import slot_of_spi
 
 IKE_HEADER = 28
 FLAG_INITIATOR = 0x08

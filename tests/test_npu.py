@@ -5,7 +5,8 @@ import os
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chassis.npu import make_spi, steer
+from cards.spi import make_spi
+from chassis.npu import steer
 
 
 def ike(spi_i: bytes, spi_r: bytes = bytes(8), flags: int = 0x08) -> bytes:
