@@ -12,6 +12,7 @@ IKE SA (INTEROP.md). The test checks all of it on both sides.
 from __future__ import annotations
 
 import datetime as dt
+import re
 import socket
 import time
 
@@ -114,6 +115,7 @@ connections {{
     remote_port = {gw_port}
     proposals = aes256gcm16-prfsha256-ecp256
     mobike = no
+    dpd_delay = 1s
     local {{
       auth = pubkey
       certs = enb.pem
@@ -194,6 +196,19 @@ connections {{
         assert f"sending DELETE for ESP CHILD_SA with SPI {their_spi}" in clog
         assert "parsed INFORMATIONAL response 2 [ D ]" in clog  # we deleted our half too
         assert "ESTABLISHED" in charon.swanctl("--list-sas").stdout  # the IKE SA stays up
+
+        # Liveness: charon's DPD (an empty INFORMATIONAL each second) is answered by the card.
+        dpd = re.compile(r"parsed INFORMATIONAL response \d+ \[ \]")
+        wait_until(lambda: dpd.search(charon.log()), 10, what="a DPD answered")
+        # Delete: charon closes the IKE SA; the card drops it and says so.
+        done = charon.swanctl("--terminate", "--ike", "segw", "--timeout", "10", timeout=30)
+        assert done.returncode == 0, done.stdout + done.stderr
+        wait_until(
+            lambda: counters()[serving[0]].get("ike_deleted", 0) == 1,
+            5,
+            what="the delete at the card",
+        )
+        assert ch.exec("show crypto ikev2-ikesa security-associations")[0].data["sas"] == []
     except AssertionError:
         print(charon.log()[-4000:])
         raise
