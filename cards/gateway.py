@@ -110,6 +110,10 @@ class Gateway:
             if own.get("chain_pem")
             else []
         )
+        # Intermediates to send come from the CA's answer (CMP) and the configured CA
+        # certificates; chain_to_send keeps those that link the gateway to the peer's anchor.
+        cas = [creds.certificate("ca-certificate", n) for n in creds.names("ca-certificate")]
+        intermediates = tuple(c for c in (*chain, *cas) if c.issuer != c.subject)
         sets = ctx.get("ikesa-transform-set", {})
         names = tmpl.get("ikesa-transform-set-list") or []
         proposals = tuple(proposal(sets.get(n, {})) for n in names) or ikecfg.DEFAULT_PROPOSALS
@@ -117,7 +121,7 @@ class Gateway:
             credentials=ikecfg.Credentials(
                 creds.certificate("certificate", cert_name),
                 creds.private_key(cert_name),
-                tuple(c for c in chain if c.issuer != c.subject),
+                intermediates,
             ),
             trust_anchors=tuple(
                 creds.certificate("ca-certificate", ca)

@@ -19,7 +19,7 @@ import time
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 from helpers import wait_until, write_topology
 from strongswan import Charon
@@ -71,21 +71,39 @@ def pem(obj) -> bytes:
 
 
 @pytest.mark.parametrize(
-    "addr, remote_ts", [("127.0.0.1", "10.0.0.0/8"), ("::1", "fd00::/8")], ids=["ipv4", "ipv6"]
+    "addr, remote_ts, chain",
+    [
+        ("127.0.0.1", "10.0.0.0/8", "ec-flat"),
+        ("::1", "fd00::/8", "ec-flat"),
+        # The reference's CA-chaining scenarios, RSA-2048: one side under an intermediate CA.
+        ("127.0.0.1", "10.0.0.0/8", "rsa-gateway-under-intermediate"),
+        ("127.0.0.1", "10.0.0.0/8", "rsa-enodeb-under-intermediate"),
+    ],
+    ids=["ipv4", "ipv6", "rsa-gw-intermediate", "rsa-enb-intermediate"],
 )
-def test_strongswan_brings_an_ike_sa_up(chassis_factory, tmp_path, addr, remote_ts):
-    ca_key, gw_key, enb_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
+def test_strongswan_brings_an_ike_sa_up(chassis_factory, tmp_path, addr, remote_ts, chain):
+    if chain.startswith("rsa"):
+        keys = [rsa.generate_private_key(public_exponent=65537, key_size=2048) for _ in range(4)]
+    else:
+        keys = [ec.generate_private_key(ec.SECP256R1()) for _ in range(4)]
+    ca_key, int_key, gw_key, enb_key = keys
     ca = _cert("Lab Root", ca_key, "Lab Root", ca_key, ca=True)
-    gw = _cert("segw.example.net", gw_key, "Lab Root", ca_key, san="segw.example.net")
-    enb = _cert("enb1.example.net", enb_key, "Lab Root", ca_key, san="enb1.example.net")
+    inter = _cert("Lab Intermediate", int_key, "Lab Root", ca_key, ca=True)
+    under = ("Lab Intermediate", int_key)
+    gw_by = under if chain == "rsa-gateway-under-intermediate" else ("Lab Root", ca_key)
+    enb_by = under if chain == "rsa-enodeb-under-intermediate" else ("Lab Root", ca_key)
+    gw = _cert("segw.example.net", gw_key, *gw_by, san="segw.example.net")
+    enb = _cert("enb1.example.net", enb_key, *enb_by, san="enb1.example.net")
 
     ch = chassis_factory(write_topology(tmp_path, TOPO))
-    for name, data in {"ca.crt": pem(ca), "gw.crt": pem(gw), "gw.key": pem(gw_key)}.items():
+    files = {"ca.crt": pem(ca), "int.crt": pem(inter), "gw.crt": pem(gw), "gw.key": pem(gw_key)}
+    for name, data in files.items():
         (ch.run.flash / name).write_bytes(data)
     gw_port, enb_port = free_udp_port(), free_udp_port()
     res = ch.exec(
         "configure",
         "ca-certificate name lab-root pem url /flash/ca.crt",
+        "ca-certificate name lab-int pem url /flash/int.crt",
         "certificate name segw pem url /flash/gw.crt private-key pem url /flash/gw.key",
         "context segw",
         "crypto template tmpl ikev2-dynamic",
@@ -103,6 +121,9 @@ def test_strongswan_brings_an_ike_sa_up(chassis_factory, tmp_path, addr, remote_
     charon = Charon(tmp_path / "charon", enb_port)
     d = charon.swanctl_dir
     (d / "x509ca" / "ca.pem").write_bytes(pem(ca))
+    if chain == "rsa-enodeb-under-intermediate":  # charon sends its intermediate
+        (d / "x509ca" / "int.pem").write_bytes(pem(inter))
+    # Otherwise charon does not know the intermediate: the gateway must send it (CERT).
     (d / "x509" / "enb.pem").write_bytes(pem(enb))
     (d / "private" / "enb.pem").write_bytes(pem(enb_key))
     (d / "swanctl.conf").write_text(f"""
@@ -148,6 +169,8 @@ connections {{
             what="charon's IKE SA",
         )
         assert "segw.example.net" in sas and "AES_GCM_16-256" in sas
+        if chain == "rsa-gateway-under-intermediate":
+            assert 'received issuer cert "CN=Lab Intermediate"' in charon.log()
 
         def counters():
             rows = ch.exec("show card table")[0].data["cards"]
