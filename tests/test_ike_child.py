@@ -38,7 +38,7 @@ from cards.ike.events import ChildDeleted, ChildEstablished, ChildRefused, Delet
 from cards.ike.message import DeletePayload, NotifyPayload, SaPayload, TsPayload
 from cards.ike.payloads import Proposal, TrafficSelector, Transform
 from cards.ike.sa import State
-from chassis.npu import make_spi
+from cards.spi import make_spi
 
 V4 = TsType.IPV4_ADDR_RANGE
 
