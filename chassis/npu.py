@@ -34,9 +34,16 @@ def _hash_pick(key: bytes, ready: list[int]) -> int:
 
 
 def steer(
-    data: bytes, src: tuple[str, int], local_port: int, ready: list[int], marked: bool
+    data: bytes,
+    src: tuple[str, int],
+    local_port: int,
+    ready: list[int],
+    marked: bool,
+    new_sa: list[int] | None = None,
 ) -> Steer:
-    """Where a datagram goes. `marked`: this port frames IKE behind a non-ESP marker."""
+    """Where a datagram goes. `ready`: cards in service (they keep their SAs); `new_sa`: the
+    cards that may take a new IKE SA (default: all ready ones). `marked`: this port frames
+    IKE behind a non-ESP marker."""
     if data == b"\xff":
         return Steer(None, "keepalive")
     if marked:
@@ -56,10 +63,11 @@ def steer(
     spi_i, spi_r = data[:8], data[8:16]
     flags = data[19]
     if spi_r == bytes(8):
-        if not ready:
-            return Steer(None, "ike", "no card in service")
+        takers = ready if new_sa is None else new_sa
+        if not takers:
+            return Steer(None, "ike", "no card in service can take the SA")
         key = src[0].encode() + struct.pack("!H", src[1]) + spi_i
-        return Steer(_hash_pick(key, ready), "ike")
+        return Steer(_hash_pick(key, takers), "ike")
     ours = spi_r if flags & FLAG_INITIATOR else spi_i
     slot = slot_of_spi(ours)
     return (

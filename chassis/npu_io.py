@@ -35,11 +35,15 @@ class Npu:
     ) -> None:
         self.deliver, self.ready = deliver, ready
         self.transports: dict[tuple[str, int], asyncio.DatagramTransport] = {}
+        self.allowed: dict[
+            tuple[str, int], set[int]
+        ] = {}  # cards holding the service's credentials
         self.counts: Counter[str] = Counter()
 
     async def bind(self, binds: list[dict]) -> None:
         """Listen on exactly these addresses (close the others)."""
         wanted = {(b["address"], int(b["port"])) for b in binds}
+        self.allowed = {(b["address"], int(b["port"])): set(b.get("slots", [])) for b in binds}
         for local in set(self.transports) - wanted:
             self.transports.pop(local).close()
         loop = asyncio.get_running_loop()
@@ -56,7 +60,9 @@ class Npu:
 
     def received(self, local: tuple[str, int], data: bytes, remote: tuple[str, int]) -> None:
         # Marked framing whenever the gateway's port is not 500 (RFC 3948; INTEROP.md).
-        where = steer(data, remote, local[1], self.ready(), marked=local[1] != 500)
+        ready = self.ready()
+        takers = [s for s in ready if s in self.allowed.get(local, ())]
+        where = steer(data, remote, local[1], ready, marked=local[1] != 500, new_sa=takers)
         self.counts[where.kind] += 1
         if where.slot is None:
             self.counts["dropped"] += 1

@@ -141,6 +141,7 @@ class Supervisor:
         self.template_status: dict[int, dict] = {}  # slot -> crypto template -> ready / why not
         self.card_counters: dict[int, dict] = {}
         self.npu_binds: list[dict] = []
+        self.services: list[dict] = []  # bound wsg-services: address, port, context/template
         self.engine = Engine(
             System(self),
             plugins=[pki_commands.register, cmp_commands.register, ike_commands.register],
@@ -259,6 +260,7 @@ class Supervisor:
         elif isinstance(msg, CardStatus):
             self.template_status[slot] = msg.templates
             self.card_counters[slot] = msg.counters
+            self.update_npu()
         elif isinstance(msg, Ack):
             self.fanout.on_ack(slot, msg.stream, msg.seq, now)
             if msg.stream == "config":
@@ -286,13 +288,29 @@ class Supervisor:
         projection = self.engine.projection()
         for slot in self.packet_slots:
             self.fanout.set_config(slot, "config", projection)
-        binds = [
-            svc["bind"]
-            for ctx in projection["config"].get("context", {}).values()
+        self.services = [
+            {**svc["bind"], "template": f"{ctx_name}/{svc['bind']['template']}"}
+            for ctx_name, ctx in projection["config"].get("context", {}).items()
             for svc in ctx.get("wsg-service", {}).values()
             if "bind" in svc
         ]
-        if binds != self.npu_binds:  # the backplane's NPU listens where the services are bound
+        self.update_npu()
+
+    def update_npu(self) -> None:
+        """Tell the NPU where the services listen and which cards can serve each of them:
+        new SAs go only to cards that hold the template's credentials (cards/templates.py)."""
+        binds = [
+            {
+                **svc,
+                "slots": [
+                    slot
+                    for slot in self.packet_slots
+                    if self.template_status.get(slot, {}).get(svc["template"]) == "ready"
+                ],
+            }
+            for svc in self.services
+        ]
+        if binds != self.npu_binds:
             self.npu_binds = binds
             self.bp.send(NpuBinds(binds))
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 
 import pytest
 from helpers import wait_until
+from pki_material import lab
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -40,7 +42,6 @@ def rx(ch) -> dict[int, int]:
 
 def settled(ch) -> dict[int, int]:
     """Counters once datagrams still in flight have landed (they do not change for 0.5 s)."""
-    import time
 
     last, since = rx(ch), time.monotonic()
     deadline = since + 10
@@ -60,8 +61,15 @@ def test_datagrams_are_steered_to_active_cards(chassis_factory, tmp_path):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
+    for name, data in lab().items():
+        (ch.run.flash / name).write_bytes(data)
     res = ch.exec(
-        "configure", "context segw", "crypto template t ikev2-dynamic", "exit",
+        "configure",
+        "ca-certificate name root pem url /flash/ca.crt",
+        "certificate name segw pem url /flash/gw1.crt private-key pem url /flash/gw1.key",
+        "context segw", "crypto template t ikev2-dynamic",
+        "authentication local certificate", "authentication remote certificate",
+        "certificate name segw", "ca-certificate list ca-cert-name root", "exit",
         "wsg-service s", f"bind address 127.0.0.1 port {port} crypto-template t", "end",
     )  # fmt: skip
     assert not any(r.error for r in res), [r.output for r in res if r.error]
@@ -89,6 +97,59 @@ def test_datagrams_are_steered_to_active_cards(chassis_factory, tmp_path):
         moved = {s for s in after if after[s] != before[s]}
         assert len(moved) == 1 and moved <= {1, 2}
         assert ch.status()["npu"]["keepalive"] >= 1
+    finally:
+        for sock in peers:
+            sock.close()
+
+
+ASR9000 = """\
+name: npu9k
+platform: asr9000
+cards:
+  8: {type: rsp, role: active}
+  0: {type: vsm, role: active}
+  1: {type: vsm, role: active}
+"""
+
+
+def test_new_sas_go_only_to_cards_holding_the_credentials(chassis_factory, tmp_path):
+    """ASR 9000: only the VSM that fetched the certificate can serve the template."""
+    (tmp_path / "t.yaml").write_text(ASR9000)
+    ch = chassis_factory(tmp_path / "t.yaml")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, data in lab().items():
+        (ch.run.flash / name).write_bytes(data)
+    res = ch.exec(
+        "configure",
+        "ca-certificate name root pem url /flash/ca.crt",
+        "certificate name segw pem url /flash/gw1.crt private-key pem url /flash/gw1.key",
+        "context segw", "crypto template t ikev2-dynamic",
+        "authentication local certificate", "authentication remote certificate",
+        "certificate name segw", "ca-certificate list ca-cert-name root", "exit",
+        "wsg-service s", f"bind address 127.0.0.1 port {port} crypto-template t", "end",
+    )  # fmt: skip
+    assert not any(r.error for r in res), [r.output for r in res if r.error]
+    assert not ch.exec("cmp fetch current-cert segw ca-root root", card=0)[0].error
+
+    def vsm_rx():
+        rows = ch.exec("show card table")[0].data["cards"]
+        return {
+            r["slot"]: r.get("counters", {}).get("npu_rx", 0) for r in rows if r["type"] == "vsm"
+        }
+
+    peers = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(12)]
+    try:
+        spis = [os.urandom(8) for _ in peers]
+
+        def send_all():
+            for sock, spi in zip(peers, spis, strict=True):
+                sock.sendto(ike_init(spi), ("127.0.0.1", port))
+
+        wait_until(lambda: send_all() or vsm_rx()[0] >= len(peers), 10, what="VSM 0 taking the SAs")
+        time.sleep(0.5)  # let any late report from VSM 1 arrive
+        assert vsm_rx()[1] == 0  # VSM 1 holds no credentials: it gets no new SA
     finally:
         for sock in peers:
             sock.close()

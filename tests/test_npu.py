@@ -63,3 +63,15 @@ def test_any_datagram_gets_an_answer_never_an_exception(data, marked):
     result = steer(data, ("127.0.0.1", 4500), 4500, [1, 2], marked)
     assert result.slot in (None, 1, 2)
     assert (result.slot is None) == (result.kind in ("keepalive", "garbage") or bool(result.reason))
+
+
+def test_new_sas_only_to_cards_that_can_serve_but_known_spis_stay():
+    for _ in range(30):
+        where = steer(ike(os.urandom(8)), ("10.0.0.1", 500), 500, [1, 2, 3], False, new_sa=[2])
+        assert where.slot == 2
+    assert steer(ike(os.urandom(8)), ("10.0.0.1", 500), 500, [1, 2], False, new_sa=[]).slot is None
+    owned = make_spi(1, os.urandom(8))  # card 1 keeps the SAs it has, credentials or not
+    assert (
+        steer(ike(os.urandom(8), owned), ("10.0.0.1", 500), 500, [1, 2], False, new_sa=[2]).slot
+        == 1
+    )
