@@ -40,6 +40,26 @@ def rx(ch) -> dict[int, int]:
     return {r["slot"]: r.get("counters", {}).get("npu_rx", 0) for r in rows if r["type"] == "dpc"}
 
 
+def serve_template(ch) -> int:
+    """A certificate template bound to a free loopback port; returns the port."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for name, data in lab().items():
+        (ch.run.flash / name).write_bytes(data)
+    res = ch.exec(
+        "configure",
+        "ca-certificate name root pem url /flash/ca.crt",
+        "certificate name segw pem url /flash/gw1.crt private-key pem url /flash/gw1.key",
+        "context segw", "crypto template t ikev2-dynamic",
+        "authentication local certificate", "authentication remote certificate",
+        "certificate name segw", "ca-certificate list ca-cert-name root", "exit",
+        "wsg-service s", f"bind address 127.0.0.1 port {port} crypto-template t", "end",
+    )  # fmt: skip
+    assert not any(r.error for r in res), [r.output for r in res if r.error]
+    return port
+
+
 def settled(ch) -> dict[int, int]:
     """Counters once datagrams still in flight have landed (they do not change for 0.5 s)."""
 
@@ -58,21 +78,7 @@ def settled(ch) -> dict[int, int]:
 def test_datagrams_are_steered_to_active_cards(chassis_factory, tmp_path):
     (tmp_path / "t.yaml").write_text(TOPO)
     ch = chassis_factory(tmp_path / "t.yaml")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    for name, data in lab().items():
-        (ch.run.flash / name).write_bytes(data)
-    res = ch.exec(
-        "configure",
-        "ca-certificate name root pem url /flash/ca.crt",
-        "certificate name segw pem url /flash/gw1.crt private-key pem url /flash/gw1.key",
-        "context segw", "crypto template t ikev2-dynamic",
-        "authentication local certificate", "authentication remote certificate",
-        "certificate name segw", "ca-certificate list ca-cert-name root", "exit",
-        "wsg-service s", f"bind address 127.0.0.1 port {port} crypto-template t", "end",
-    )  # fmt: skip
-    assert not any(r.error for r in res), [r.output for r in res if r.error]
+    port = serve_template(ch)
     peers = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(12)]
     try:
         spis = [os.urandom(8) for _ in peers]
@@ -116,21 +122,7 @@ def test_new_sas_go_only_to_cards_holding_the_credentials(chassis_factory, tmp_p
     """ASR 9000: only the VSM that fetched the certificate can serve the template."""
     (tmp_path / "t.yaml").write_text(ASR9000)
     ch = chassis_factory(tmp_path / "t.yaml")
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    for name, data in lab().items():
-        (ch.run.flash / name).write_bytes(data)
-    res = ch.exec(
-        "configure",
-        "ca-certificate name root pem url /flash/ca.crt",
-        "certificate name segw pem url /flash/gw1.crt private-key pem url /flash/gw1.key",
-        "context segw", "crypto template t ikev2-dynamic",
-        "authentication local certificate", "authentication remote certificate",
-        "certificate name segw", "ca-certificate list ca-cert-name root", "exit",
-        "wsg-service s", f"bind address 127.0.0.1 port {port} crypto-template t", "end",
-    )  # fmt: skip
-    assert not any(r.error for r in res), [r.output for r in res if r.error]
+    port = serve_template(ch)
     assert not ch.exec("cmp fetch current-cert segw ca-root root", card=0)[0].error
 
     def vsm_rx():
