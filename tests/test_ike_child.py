@@ -11,6 +11,7 @@ import json
 import pytest
 from test_ike_engine import Pair, _inner, config, endpoint, gw_config, no_internal_errors
 
+from cards.ike import child as child_mod
 from cards.ike import tasks as _tasks
 from cards.ike.child import (
     ChildSa,
@@ -20,7 +21,7 @@ from cards.ike.child import (
     select_esp,
     within,
 )
-from cards.ike.config import ChildProposal
+from cards.ike.config import ChildPolicy, ChildProposal
 from cards.ike.const import (
     ATTR_KEY_LENGTH,
     Encr,
@@ -48,6 +49,11 @@ def ts(net: str, proto: int = 0, ports=(0, 65535)) -> TrafficSelector:
     return TrafficSelector(V4, proto, ports[0], ports[1], n[0], n[-1])
 
 
+def policy(**kw) -> tuple[ChildPolicy, ...]:
+    """``children=`` for an IkeConfig with one child-SA payload."""
+    return (ChildPolicy(**kw),)
+
+
 def child(pair: Pair, side: str) -> ChildSa:
     (c,) = pair.sa(side).children.values()
     return c
@@ -71,7 +77,7 @@ def test_first_child_with_the_ike_sa(name):
     #  HDR, SK{IDi, CERT, AUTH, SAi2, TSi, TSr}  -->
     #  <--  HDR, SK{IDr, CERT, AUTH, SAr2, TSi, TSr}
     suite = CHILD_SUITES[name]
-    pair = Pair(config("enb", child_proposal=suite)).established()
+    pair = Pair(config("enb", children=policy(proposals=(suite,)))).established()
     (ei,), (er,) = pair.of("i", ChildEstablished), pair.of("r", ChildEstablished)
     ci, cr = child(pair, "i"), child(pair, "r")
     assert ei.suite == er.suite == str(suite) == name
@@ -109,8 +115,11 @@ def test_esp_spi_from_the_allocator_hook():
 
 
 def test_ts_narrowed_to_the_configured_selectors():
-    gw = gw_config(child_ts_local=(ts("10.0.0.0/8"),), child_ts_remote=(ts("192.0.2.0/24"),))
-    enb = config("enb", child_ts_remote=(ts("10.1.0.0/16", 17, (2152, 2152)), ts("172.16.0.0/12")))
+    gw = gw_config(children=policy(ts_local=(ts("10.0.0.0/8"),), ts_remote=(ts("192.0.2.0/24"),)))
+    enb = config(
+        "enb",
+        children=policy(ts_remote=(ts("10.1.0.0/16", 17, (2152, 2152)), ts("172.16.0.0/12"))),
+    )
     pair = Pair(enb, gw).established()
     (ev,) = pair.of("r", ChildEstablished)
     assert ev.tsi == (ts("192.0.2.0/24"),)
@@ -120,8 +129,8 @@ def test_ts_narrowed_to_the_configured_selectors():
 
 
 def test_ts_unacceptable_keeps_the_ike_sa():
-    gw = gw_config(child_ts_local=(ts("10.0.0.0/8"),))
-    pair = Pair(config("enb", child_ts_remote=(ts("172.16.0.0/12"),)), gw).established()
+    gw = gw_config(children=policy(ts_local=(ts("10.0.0.0/8"),)))
+    pair = Pair(config("enb", children=policy(ts_remote=(ts("172.16.0.0/12"),))), gw).established()
     assert NotifyType.TS_UNACCEPTABLE in notify_types(_inner(pair, 3))
     assert not any(isinstance(p, SaPayload) for p in _inner(pair, 3))
     assert pair.of("i", ChildRefused)[0].reason == "TS_UNACCEPTABLE" and pair.of("r", ChildRefused)
@@ -131,7 +140,10 @@ def test_ts_unacceptable_keeps_the_ike_sa():
 
 
 def test_no_proposal_chosen_keeps_the_ike_sa():
-    enb = config("enb", child_proposal=ChildProposal(Encr.AES_CBC, 256, Integ.HMAC_SHA2_512_256))
+    enb = config(
+        "enb",
+        children=policy(proposals=(ChildProposal(Encr.AES_CBC, 256, Integ.HMAC_SHA2_512_256),)),
+    )
     pair = Pair(enb).established()
     assert NotifyType.NO_PROPOSAL_CHOSEN in notify_types(_inner(pair, 3))
     assert pair.of("i", ChildRefused)[0].reason == "NO_PROPOSAL_CHOSEN"
@@ -145,15 +157,15 @@ def test_no_proposal_chosen_keeps_the_ike_sa():
 
 
 def test_initiator_without_a_child_offer():
-    pair = Pair(config("enb", child_proposal=None)).established()
+    pair = Pair(config("enb", children=())).established()
     assert not pair.of("r", ChildRefused) and not pair.of("r", ChildEstablished)
     assert not any(isinstance(p, SaPayload) for p in _inner(pair, 3))
 
 
 def test_initiator_refuses_ts_outside_its_request(monkeypatch):
     # a responder that widens the TS: the initiator refuses and deletes the child it made
-    monkeypatch.setattr(_tasks.child, "narrow", lambda peer, ours: (ts("0.0.0.0/0"),))
-    pair = Pair(config("enb", child_ts_remote=(ts("10.0.0.0/8"),))).established()
+    monkeypatch.setattr(child_mod, "narrow", lambda peer, ours: (ts("0.0.0.0/0"),))
+    pair = Pair(config("enb", children=policy(ts_remote=(ts("10.0.0.0/8"),)))).established()
     assert "TSr is not within" in pair.of("i", ChildRefused)[0].reason
     assert pair.of("r", ChildEstablished) and pair.of("r", ChildDeleted)
     assert not pair.sa("i").children and not pair.sa("r").children
@@ -175,7 +187,7 @@ NO_ESN, ESN = Transform(TransformType.ESN, 0), Transform(TransformType.ESN, 1)
 
 
 def test_select_follows_the_peers_order():
-    mine = gw_config().child_proposals
+    mine = gw_config().children[0].proposals
     peer = SaPayload([
         esp(1, b"\x01\x02\x03\x04", encr(Encr.AES_CBC, 192), INTEG, NO_ESN),  # not configured
         esp(2, b"\x01\x02\x03\x04", encr(Encr.AES_GCM_16, 256), ESN),  # ESN only
@@ -275,7 +287,9 @@ def test_checkpoint_round_trip_with_a_child():
 
 
 def test_keys_never_in_repr_or_events():
-    pair = Pair(config("enb", child_proposal=CHILD_SUITES["aes_cbc256-hmac_sha2_256_128"]))
+    pair = Pair(
+        config("enb", children=policy(proposals=(CHILD_SUITES["aes_cbc256-hmac_sha2_256_128"],)))
+    )
     pair.established()
     for side in ("i", "r"):
         c = child(pair, side)
@@ -302,3 +316,53 @@ def test_ts_payload_types_in_the_response():
         PayloadType.TSi,
         PayloadType.TSr,
     ]
+
+
+# ---------------------------------------------------------------------- child-SA payloads
+def test_payload_chosen_by_containment_in_configuration_order():
+    # payload "wide" comes first but only narrows; "gtp" contains the eNodeB's selectors
+    gw = gw_config(
+        children=(
+            ChildPolicy("wide", ts_local=(ts("10.0.0.0/8"),), ts_remote=(ts("192.0.2.0/24"),)),
+            ChildPolicy("gtp", ts_local=(ts("10.1.0.0/16", 17),), ts_remote=(ts("0.0.0.0/0"),)),
+        )
+    )
+    enb = config("enb", children=policy(ts_remote=(ts("10.1.2.0/24", 17),)))
+    pair = Pair(enb, gw).established()
+    assert child(pair, "r").policy == "gtp"
+    assert child(pair, "r").tsr == (ts("10.1.2.0/24", 17),)
+    assert child(pair, "r").tsi == (ts("0.0.0.0/0"),)  # not narrowed to the first payload's
+    # nothing contains 10.0.0.0/8: the first payload it can be narrowed to wins
+    enb = config("enb", children=policy(ts_remote=(ts("10.0.0.0/8"),)))
+    pair = Pair(enb, gw).established()
+    assert child(pair, "r").policy == "wide" and child(pair, "r").tsr == (ts("10.0.0.0/8"),)
+    no_internal_errors(pair)
+
+
+def test_each_payload_has_its_own_transform_sets():
+    cbc = ChildProposal(Encr.AES_CBC, 128, Integ.HMAC_SHA2_256_128)
+    gw = gw_config(
+        children=(
+            ChildPolicy("gcm", proposals=(ChildProposal(),), ts_local=(ts("10.0.0.0/8"),)),
+            ChildPolicy("cbc", proposals=(cbc,), ts_local=(ts("0.0.0.0/0"),)),
+        )
+    )
+    # the eNodeB offers CBC first, then GCM (proposal numbers 1 and 2); "gcm" matches first
+    core = (ts("10.1.0.0/16"),)
+    enb = config("enb", children=policy(proposals=(cbc, ChildProposal()), ts_remote=core))
+    pair = Pair(enb, gw).established()
+    assert (child(pair, "r").policy, child(pair, "r").suite) == ("gcm", ChildProposal())
+    assert child(pair, "i").suite == ChildProposal()  # proposal 2 of the offer, understood
+    only_cbc = config("enb", children=policy(proposals=(cbc,), ts_remote=core))
+    pair = Pair(only_cbc, gw).established()
+    assert (child(pair, "r").policy, child(pair, "r").suite) == ("cbc", cbc)
+
+
+def test_initiator_refuses_a_proposal_number_it_did_not_offer():
+    from cards.ike.child import accepted_esp, esp_sa_payload
+
+    gcm = ChildProposal()
+    reply = esp_sa_payload(gcm, b"\x01\x02\x03\x04", num=2)
+    with pytest.raises(NoProposalChosen):
+        accepted_esp(reply, (gcm,))  # we made one proposal: number 2 does not exist
+    assert accepted_esp(reply, (ChildProposal(Encr.AES_GCM_16, 128), gcm))[1] == gcm

@@ -10,7 +10,7 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from .config import ChildProposal
+from .config import ChildPolicy, ChildProposal
 from .const import ATTR_KEY_LENGTH, Encr, Integ, Prf, ProtocolId, TransformType, TsType
 from .crypto import child_keymat
 from .errors import NoProposalChosen
@@ -62,6 +62,7 @@ class ChildSa:
     tsr: tuple[TrafficSelector, ...]
     initiator: bool  # we initiated the exchange that created it
     keys: ChildKeys = field(repr=False)
+    policy: str = ""  # the child-SA payload it was made for
 
     @property
     def outbound(self) -> tuple[bytes, bytes]:
@@ -84,6 +85,7 @@ class ChildSa:
             "tsr": [_ts_to_list(t) for t in self.tsr],
             "initiator": self.initiator,
             "keys": [k.encr_i.hex(), k.integ_i.hex(), k.encr_r.hex(), k.integ_r.hex()],
+            "policy": self.policy,
         }
 
     @classmethod
@@ -97,6 +99,7 @@ class ChildSa:
             tuple(_ts_from_list(t) for t in d["tsr"]),
             bool(d["initiator"]),
             ChildKeys(*(bytes.fromhex(x) for x in d["keys"])),
+            str(d.get("policy", "")),
         )
 
 
@@ -122,6 +125,13 @@ def _transforms(p: ChildProposal) -> tuple[Transform, ...]:
 
 def esp_sa_payload(p: ChildProposal, spi: bytes, num: int = 1) -> SaPayload:
     return SaPayload([Proposal(num, ProtocolId.ESP, spi, _transforms(p))])
+
+
+def esp_offer(proposals: Sequence[ChildProposal], spi: bytes) -> SaPayload:
+    """Initiator: every transform set of the payload, numbered from 1, one SPI."""
+    return SaPayload(
+        [Proposal(n, ProtocolId.ESP, spi, _transforms(p)) for n, p in enumerate(proposals, 1)]
+    )
 
 
 def _offered(proposal: Proposal) -> dict[int, set] | None:
@@ -163,17 +173,19 @@ def select_esp(peer: SaPayload, mine: Sequence[ChildProposal]) -> tuple[Proposal
     raise NoProposalChosen("no acceptable ESP proposal")
 
 
-def accepted_esp(reply: SaPayload, offered: ChildProposal) -> tuple[bytes, ChildProposal]:
-    """Initiator: the responder's SPI and choice, which must be the transform set we offered."""
+def accepted_esp(reply: SaPayload, offered: Sequence[ChildProposal]) -> tuple[bytes, ChildProposal]:
+    """Initiator: the responder's SPI and choice, which must be the transform set we offered
+    under the proposal number it returned (RFC 7296 3.3.1)."""
     if len(reply.proposals) != 1:
         raise NoProposalChosen(f"responder returned {len(reply.proposals)} ESP proposals")
     chosen = reply.proposals[0]
     got = _offered(chosen)
     if got is None or any(len(v) != 1 for v in got.values()):
         raise NoProposalChosen("responder returned an invalid ESP proposal")
-    if not _matches(got, offered) or len(got) != len(_transforms(offered)):
+    mine = offered[chosen.num - 1] if 1 <= chosen.num <= len(offered) else None
+    if mine is None or not _matches(got, mine) or len(got) != len(_transforms(mine)):
         raise NoProposalChosen("responder chose an ESP transform set we did not offer")
-    return chosen.spi, offered
+    return chosen.spi, mine
 
 
 # ------------------------------------------------------------------ traffic selectors (2.9)
@@ -198,6 +210,44 @@ def narrow(peer: Sequence[TrafficSelector], ours: Sequence[TrafficSelector]):
             if ts is not None and ts not in out:
                 out.append(ts)
     return tuple(out)
+
+
+def contains(outer: Sequence[TrafficSelector], inner: Sequence[TrafficSelector]) -> bool:
+    """Every selector of ``inner`` lies inside one of ``outer``."""
+    return all(any(intersect(i, o) == i for o in outer) for i in inner)
+
+
+def choose_policy(
+    offer: SaPayload,
+    tsi: Sequence[TrafficSelector],
+    tsr: Sequence[TrafficSelector],
+    policies: Sequence[ChildPolicy],
+):
+    """Responder: the child-SA payload for a peer's request, in configuration order.
+
+    A payload whose selectors contain the peer's wins; failing that, the first payload the
+    peer's selectors can be narrowed to (RFC 7296 2.9). Returns (payload, the peer's
+    proposal, our transform set, narrowed TSi, narrowed TSr); raises NoProposalChosen when no
+    transform set matches and TsUnacceptable when no payload's selectors meet the peer's."""
+    narrowed, esp_ok = None, False
+    for policy in policies:
+        try:
+            theirs, ours = select_esp(offer, policy.proposals)
+        except NoProposalChosen:
+            continue
+        esp_ok = True
+        tsi_n, tsr_n = narrow(tsi, policy.ts_remote), narrow(tsr, policy.ts_local)
+        if not tsi_n or not tsr_n:
+            continue
+        choice = (policy, theirs, ours, tsi_n, tsr_n)
+        if contains(policy.ts_remote, tsi) and contains(policy.ts_local, tsr):
+            return choice
+        narrowed = narrowed or choice
+    if narrowed is not None:
+        return narrowed
+    if not esp_ok:
+        raise NoProposalChosen("no acceptable ESP proposal")
+    raise TsUnacceptable("traffic selectors outside every configured child-SA payload")
 
 
 def within(got: Sequence[TrafficSelector], asked: Sequence[TrafficSelector]) -> bool:

@@ -7,7 +7,7 @@ supervisor; the engine never reads files.
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from cryptography import x509
 
@@ -56,8 +56,7 @@ DEFAULT_PROPOSALS: tuple[IkeProposal, ...] = (
 
 @dataclass(frozen=True)
 class ChildProposal:
-    """One ESP transform set (no ESN): the initiator offers ``IkeConfig.child_proposal`` for
-    its first CHILD_SA (in IKE_AUTH); a responder accepts any of ``child_proposals``."""
+    """One ESP transform set (no ESN) of a child-SA payload (``ChildPolicy``)."""
 
     encr: Encr = Encr.AES_GCM_16
     key_bits: int = 256
@@ -107,6 +106,25 @@ def any_ts(ts_type=TsType.IPV4_ADDR_RANGE) -> TrafficSelector:
 
 
 @dataclass(frozen=True)
+class ChildPolicy:
+    """One child-SA payload of a crypto template or crypto map (`payload NAME match childsa`).
+
+    ``proposals`` are the ESP transform sets, in order: an initiator offers them all, a
+    responder accepts the peer's first that matches one. ``ts_local`` is our side (TSr when
+    we respond, TSi when we initiate), ``ts_remote`` the peer's."""
+
+    name: str = "default"
+    proposals: tuple[ChildProposal, ...] = DEFAULT_CHILD_PROPOSALS
+    ts_local: tuple[TrafficSelector, ...] = (any_ts(),)
+    ts_remote: tuple[TrafficSelector, ...] = (any_ts(),)
+    lifetime_s: int = 86400
+
+    def __post_init__(self):
+        if not self.proposals:
+            raise ValueError(f"payload {self.name}: no IPsec transform set")
+
+
+@dataclass(frozen=True)
 class Credentials:
     """Own certificate, its private key and the intermediates above it (any order)."""
 
@@ -130,12 +148,9 @@ class IkeConfig:
     max_retransmissions: int = 5
     setup_timeout_s: float = 30.0
     cookie_threshold: int | None = 1000  # half-open SAs before COOKIE is demanded; None: never
-    child_proposal: ChildProposal | None = field(default_factory=ChildProposal)  # we offer
-    child_proposals: tuple[ChildProposal, ...] = DEFAULT_CHILD_PROPOSALS  # we accept
-    # Our side and the peer's side of every CHILD_SA: the initiator asks for them (TSi, TSr),
-    # the responder narrows the peer's TSi to child_ts_remote and its TSr to child_ts_local.
-    child_ts_local: tuple[TrafficSelector, ...] = (any_ts(),)
-    child_ts_remote: tuple[TrafficSelector, ...] = (any_ts(),)
+    # The child-SA payloads in configuration order. An initiator asks for the first one in
+    # IKE_AUTH (none: an IKE SA without a child); a responder picks one by the peer's selectors.
+    children: tuple[ChildPolicy, ...] = (ChildPolicy(),)
 
     def identity(self) -> tuple[IdType, bytes]:
         """Our ID payload: configured, else the certificate's first DNS SAN, else its DN."""

@@ -1,13 +1,14 @@
 """The first CHILD_SA, piggybacked on IKE_AUTH (RFC 7296 1.3, 2.9, 2.17).
 
-Responder: the peer's first ESP proposal that matches one of ``child_proposals`` is chosen
-(the peer's order, no ESN, a DH transform only as NONE), the peer's TSi/TSr are narrowed to
-``child_ts_remote``/``child_ts_local``, our inbound SPI comes from the endpoint's
+Responder: the child-SA payload (``IkeConfig.children``) is chosen by the peer's selectors
+(``child.choose_policy``: containment first, in configuration order, else narrowing), then the
+peer's first ESP proposal that matches one of the payload's transform sets (the peer's order,
+no ESN, a DH transform only as NONE); our inbound SPI comes from the endpoint's
 ``esp_spi_alloc`` (the card slot in its top byte) and KEYMAT = prf+(SK_d, Ni | Nr). When
 nothing matches, the child part is answered with NO_PROPOSAL_CHOSEN or TS_UNACCEPTABLE and the
-IKE SA is still created (2.21.1). Initiator: offers ``child_proposal`` with ``child_ts_local``
-/``child_ts_remote``, then checks that the responder chose what we offered and narrowed
-within what we asked; if not, the child is refused and its SPI deleted at the peer.
+IKE SA is still created (2.21.1). Initiator: offers the first payload's transform sets and
+selectors, then checks that the responder chose one we offered and narrowed within what we
+asked; if not, the child is refused and its SPI deleted at the peer.
 
 Nothing installs ESP here: the runner and NPU act on ChildEstablished/ChildDeleted. Further
 CHILD_SAs (CREATE_CHILD_SA) are still refused with NO_ADDITIONAL_SAS.
@@ -19,10 +20,10 @@ from ..child import (
     ChildSa,
     TsUnacceptable,
     accepted_esp,
+    choose_policy,
     derive_child_keys,
+    esp_offer,
     esp_sa_payload,
-    narrow,
-    select_esp,
     within,
 )
 from ..const import ExchangeType, NotifyType, PayloadType
@@ -42,20 +43,20 @@ class ChildTask(Task):
 
     # ------------------------------------------------------------------ initiator
     def build_i(self, sa, ctx: Ctx) -> None:
-        cfg = sa.config
-        if cfg.child_proposal is None:
+        if not sa.config.children:
             return
+        policy = sa.config.children[0]
         self.our_spi = sa.new_esp_spi()
         ctx.payloads += [
-            esp_sa_payload(cfg.child_proposal, self.our_spi),
-            TsPayload(list(cfg.child_ts_local), PayloadType.TSi),
-            TsPayload(list(cfg.child_ts_remote), PayloadType.TSr),
+            esp_offer(policy.proposals, self.our_spi),
+            TsPayload(list(policy.ts_local), PayloadType.TSi),
+            TsPayload(list(policy.ts_remote), PayloadType.TSr),
         ]
 
     def process_i(self, sa, ctx: Ctx) -> None:
-        cfg = sa.config
-        if cfg.child_proposal is None:
+        if not sa.config.children:
             return
+        policy = sa.config.children[0]
         reply = ctx.first(SaPayload)
         if reply is None:
             errors = ctx.errors()
@@ -64,12 +65,12 @@ class ChildTask(Task):
             return
         tsi, tsr = ctx.first(TsPayload, PayloadType.TSi), ctx.first(TsPayload, PayloadType.TSr)
         try:
-            their_spi, suite = accepted_esp(reply, cfg.child_proposal)
+            their_spi, suite = accepted_esp(reply, policy.proposals)
             if tsi is None or tsr is None:
                 raise TsUnacceptable("no TSi/TSr in the response")
-            if not within(tsi.selectors, cfg.child_ts_local):
+            if not within(tsi.selectors, policy.ts_local):
                 raise TsUnacceptable("responder's TSi is not within what we asked")
-            if not within(tsr.selectors, cfg.child_ts_remote):
+            if not within(tsr.selectors, policy.ts_remote):
                 raise TsUnacceptable("responder's TSr is not within what we asked")
         except (NoProposalChosen, TsUnacceptable) as exc:
             sa.emit(ChildRefused(sa.spi_i, sa.spi_r, str(exc)))
@@ -78,7 +79,7 @@ class ChildTask(Task):
             return
         keys = derive_child_keys(sa.suite.prf, sa.keys.sk_d, sa.ni, sa.nr, suite)
         sa.child_up(ChildSa(self.our_spi, their_spi, suite, tuple(tsi.selectors),
-                            tuple(tsr.selectors), True, keys))  # fmt: skip
+                            tuple(tsr.selectors), True, keys, policy.name))  # fmt: skip
 
     # ------------------------------------------------------------------ responder
     def process_r(self, sa, ctx: Ctx) -> None:
@@ -86,25 +87,16 @@ class ChildTask(Task):
         self.requested = offer is not None
         if not self.requested:
             return
-        cfg = sa.config
         tsi, tsr = ctx.first(TsPayload, PayloadType.TSi), ctx.first(TsPayload, PayloadType.TSr)
-        try:
-            theirs, ours = select_esp(offer, cfg.child_proposals)
-        except NoProposalChosen as exc:
-            self.refusal = (NotifyType.NO_PROPOSAL_CHOSEN, exc.reason)
-            return
         if tsi is None or tsr is None:
             self.refusal = (NotifyType.TS_UNACCEPTABLE, "no TSi/TSr in the request")
             return
-        tsi_n = narrow(tsi.selectors, cfg.child_ts_remote)
-        tsr_n = narrow(tsr.selectors, cfg.child_ts_local)
-        if not tsi_n or not tsr_n:
-            self.refusal = (
-                NotifyType.TS_UNACCEPTABLE,
-                "traffic selectors outside the configured ones",
-            )
-            return
-        self.choice = (theirs, ours, tsi_n, tsr_n)
+        try:
+            self.choice = choose_policy(offer, tsi.selectors, tsr.selectors, sa.config.children)
+        except NoProposalChosen as exc:
+            self.refusal = (NotifyType.NO_PROPOSAL_CHOSEN, exc.reason)
+        except TsUnacceptable as exc:
+            self.refusal = (NotifyType.TS_UNACCEPTABLE, str(exc))
 
     def build_r(self, sa, ctx: Ctx) -> None:
         if not self.requested:
@@ -114,7 +106,7 @@ class ChildTask(Task):
             ctx.add_notify(notify)
             sa.emit(ChildRefused(sa.spi_i, sa.spi_r, reason))
             return
-        theirs, suite, tsi, tsr = self.choice
+        policy, theirs, suite, tsi, tsr = self.choice
         self.our_spi = sa.new_esp_spi()
         keys = derive_child_keys(sa.suite.prf, sa.keys.sk_d, sa.ni, sa.nr, suite)
         ctx.payloads += [
@@ -122,7 +114,7 @@ class ChildTask(Task):
             TsPayload(list(tsi), PayloadType.TSi),
             TsPayload(list(tsr), PayloadType.TSr),
         ]
-        sa.child_up(ChildSa(self.our_spi, theirs.spi, suite, tsi, tsr, False, keys))
+        sa.child_up(ChildSa(self.our_spi, theirs.spi, suite, tsi, tsr, False, keys, policy.name))
 
 
 class ChildRefusalTask(Task):
