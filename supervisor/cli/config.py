@@ -55,6 +55,10 @@ class Block(Line):
     def get(self, kind: str, name: str | None = None) -> Line | None:
         return self.children.get((kind, name))
 
+    def projection(self) -> dict:
+        """This block as the cards see it (secrets and errored sub-blocks left out)."""
+        return _project(self, False)
+
     def all(self, kind: str) -> list[Line]:
         return [c for c in self.children.values() if c.kind == kind]
 

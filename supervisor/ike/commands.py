@@ -14,6 +14,11 @@
         max-childsa N [ overload-action { ignore | terminate } ]
       wsg-service NAME                                    (cfg-ctx-wsg-service)
         bind address ADDRESS [ port PORT ] crypto-template TEMPLATE   (unconfirmed form)
+      crypto map NAME { ikev2-ipv4 | ikev2-ipv6 }         (cfg-crypto-ikev2-ipv4-map, confirmed)
+        peer ADDRESS [ port PORT ]                        (unconfirmed)
+        bind address ADDRESS [ port PORT ]                (ours: the gateway's side)
+        authentication, certificate name, ca-certificate list, ikev2-ikesa ...: as in a template
+Child-SA payloads and IPsec transform sets: payloads.py.
 Where no public Cisco text confirms the syntax, the form above is ours;
 the README lists it. Values and ranges follow the confirmed reference pages: transform-set
 list at most 6 names, max-retransmissions 1-8 (default 5), retransmission-timeout
@@ -22,12 +27,16 @@ list at most 6 names, max-retransmissions 1-8 (default 5), retransmission-timeou
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from supervisor.cli import CommandFailure, Deferred, EnterBlock, Result, SetLine
 from supervisor.cli.grammar import Grammar
+from supervisor.ike import payloads
 
 TMPL_MODE = "cfg-crypto-tmpl-ikev2-tunnel"
+MAP_MODES = {"ipv4": "cfg-crypto-ikev2-ipv4-map", "ipv6": "cfg-crypto-ikev2-ipv6-map"}
+POLICY_MODES = (TMPL_MODE, *MAP_MODES.values())  # what a template and a crypto map share
 TSET_MODE = "cfg-ctx-ikev2ikesa-tran-set"
 WSG_MODE = "cfg-ctx-wsg-service"
 NAME = "NAME(1-127)"
@@ -60,6 +69,10 @@ HELP = {
     "address": "The gateway's address for IKE",
     "port": "UDP port (default 500)",
     "crypto-template": "The crypto template the service uses",
+    "map": "A crypto map: the gateway initiates an IKE SA to a peer",
+    "ikev2-ipv4": "IKEv2 over IPv4",
+    "ikev2-ipv6": "IKEv2 over IPv6",
+    "peer": "The peer's address",
 }
 
 
@@ -81,12 +94,33 @@ def _tset_list(args: dict, ctx: Any) -> None:
     SetLine("ikesa-transform-set-list", data=lambda a: list(names))(args, ctx)
 
 
+def _address_in_use(ctx: Any, address: str, port: int) -> None:
+    """A UDP address of the gateway serves one template or one crypto map, chassis-wide."""
+    ip = ipaddress.ip_address(address)
+    root = ctx.block.parent.parent
+    for context in root.all("context"):
+        for kind in ("wsg-service", "crypto-map"):
+            for block in context.all(kind):
+                bind = block.get("bind")
+                if block is ctx.block or bind is None:
+                    continue
+                if (
+                    ipaddress.ip_address(bind.data["address"]) == ip
+                    and int(bind.data["port"]) == port
+                ):
+                    raise CommandFailure(
+                        f"{address} port {port} is already bound by {kind} {block.name} "
+                        f"in context {context.name}"
+                    )
+
+
 def _bind(args: dict, ctx: Any) -> None:
     context = ctx.block.parent
     if context is None or context.get("crypto-template", args["template"]) is None:
         raise CommandFailure(
             f"crypto template {args['template']} is not configured in this context"
         )
+    _address_in_use(ctx, args["address"], args.get("port") or 500)
     SetLine(
         "bind",
         data=lambda a: {
@@ -95,6 +129,41 @@ def _bind(args: dict, ctx: Any) -> None:
             "template": a["template"],
         },
     )(args, ctx)
+
+
+def _enter_map(args: dict, ctx: Any) -> None:
+    family = args["family"].removeprefix("ikev2-")
+    existing = ctx.block.get("crypto-map", args["name"])
+    if existing is not None and existing.data["family"] != family:
+        raise CommandFailure(
+            f"crypto map {args['name']} is {existing.data['family']}; remove it first"
+        )
+    EnterBlock("crypto-map", "name", MAP_MODES[family], data=lambda a: {"family": family})(
+        args, ctx
+    )
+
+
+def _family_address(ctx: Any, address: str, what: str) -> None:
+    family = ctx.block.data["family"]
+    if f"ipv{ipaddress.ip_address(address).version}" != family:
+        raise CommandFailure(
+            f"{what} {address} is not an {family} address (crypto map {ctx.block.name})"
+        )
+
+
+def _peer(args: dict, ctx: Any) -> None:
+    _family_address(ctx, args["address"], "peer")
+    SetLine("peer", data=lambda a: {"address": a["address"], "port": a.get("port") or 500})(
+        args, ctx
+    )
+
+
+def _map_bind(args: dict, ctx: Any) -> None:
+    _family_address(ctx, args["address"], "bind address")
+    _address_in_use(ctx, args["address"], args.get("port") or 500)
+    SetLine("bind", data=lambda a: {"address": a["address"], "port": a.get("port") or 500})(
+        args, ctx
+    )
 
 
 def _show_ikesa(args: dict, ctx: Any) -> Deferred:
@@ -147,6 +216,8 @@ def register(g: Grammar) -> None:
         },
     )
     g.mode(TMPL_MODE, TMPL_MODE, "config-ctx")
+    for mode in MAP_MODES.values():
+        g.mode(mode, mode, "config-ctx")
     g.mode(TSET_MODE, TSET_MODE, "config-ctx")
     g.mode(WSG_MODE, WSG_MODE, "config-ctx")
 
@@ -174,16 +245,16 @@ def register(g: Grammar) -> None:
 
     # --- the template
     g.command(
-        TMPL_MODE,
+        POLICY_MODES,
         "authentication { local | remote }@side certificate",
         SetLine("authentication", "side", data=lambda a: "certificate"),
         no="authentication { local | remote }@side",
         help=HELP,
     )
-    g.command(TMPL_MODE, f"certificate name <cert:{NAME}>", SetLine("certificate", data=lambda a: a["cert"]),
+    g.command(POLICY_MODES, f"certificate name <cert:{NAME}>", SetLine("certificate", data=lambda a: a["cert"]),
               no="certificate", help=HELP)  # fmt: skip
     g.command(
-        TMPL_MODE,
+        POLICY_MODES,
         "ca-certificate list ca-cert-name <ca:NAME(1-129)> [ ca-cert-name <ca:NAME(1-129)> ]...",
         _ca_list,
         no="ca-certificate",
@@ -191,7 +262,7 @@ def register(g: Grammar) -> None:
         help=HELP,
     )
     g.command(
-        TMPL_MODE,
+        POLICY_MODES,
         f"ikev2-ikesa transform-set list <tset:{NAME}> [ <tset:{NAME}> ]...",
         _tset_list,
         no="ikev2-ikesa transform-set list",
@@ -204,7 +275,7 @@ def register(g: Grammar) -> None:
         ("max-retransmissions", "INT(1-8)"),
     ):
         g.command(
-            TMPL_MODE,
+            POLICY_MODES,
             f"ikev2-ikesa {word} <value:{typ}>",
             SetLine(f"ikesa-{word}", data=lambda a: a["value"]),
             no=f"ikev2-ikesa {word}",
@@ -243,6 +314,22 @@ def register(g: Grammar) -> None:
         no="lifetime",
         help=HELP,
     )
+
+    # --- crypto maps (the gateway initiates)
+    g.command(
+        "config-ctx",
+        f"crypto map <name:{NAME}> {{ ikev2-ipv4 | ikev2-ipv6 }}@family",
+        _enter_map,
+        no=f"crypto map <name:{NAME}>",
+        no_handler=lambda a, ctx: EnterBlock("crypto-map", "name", TMPL_MODE).remove(a, ctx),
+        help=HELP,
+    )
+    g.command(tuple(MAP_MODES.values()), "peer <address:IPADDR> [ port <port:INT(1-65535)> ]",
+              _peer, no="peer", no_handler=lambda a, ctx: SetLine("peer").remove(a, ctx), help=HELP)  # fmt: skip
+    g.command(tuple(MAP_MODES.values()), "bind address <address:IPADDR> [ port <port:INT(1-65535)> ]",
+              _map_bind, no="bind address", no_handler=lambda a, ctx: SetLine("bind").remove(a, ctx),
+              help=HELP)  # fmt: skip
+    payloads.register(g, TMPL_MODE, MAP_MODES)
 
     # --- the service
     g.command(
