@@ -1,18 +1,23 @@
-"""The card's gateway: one IKEv2 endpoint per bound service, built from the configuration.
+"""The card's gateway: one IKEv2 endpoint per bound service or crypto map.
 
 The configuration stream names the services (`wsg-service ... bind address A port P
-crypto-template T`), the templates and their transform sets; the credential stream (or
-`cmp fetch`) brings the certificate, its key, the intermediates and the CA certificates.
-From those this module builds each endpoint's IkeConfig. A template the card cannot serve
-(cards/templates.py says why) gets no endpoint: its datagrams are dropped and counted.
-Sans-IO: the runner feeds datagrams and timers and sends what comes out.
+crypto-template T`), the crypto maps (`crypto map M ikev2-ipv4`, with a peer and a bind
+address), the templates, their child-SA payloads and the transform sets; the credential
+stream (or `cmp fetch`) brings the certificate, its key, the intermediates and the CA
+certificates. From those this module builds each endpoint's IkeConfig. A template or map the
+card cannot serve (cards/templates.py says why) gets no endpoint: its datagrams are dropped
+and counted. The supervisor names the crypto maps this card initiates (one card per map);
+the gateway keeps an IKE SA up to each of their peers, initiating again REINITIATE_S after
+one fails or goes. Sans-IO: the runner feeds datagrams and timers and sends what comes out.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from cryptography import x509
 
@@ -44,6 +49,8 @@ GROUP = {
     "31": DhGroup.CURVE25519,
 }
 ANY_TS = (ikecfg.any_ts(TsType.IPV4_ADDR_RANGE), ikecfg.any_ts(TsType.IPV6_ADDR_RANGE))
+FAMILY_TS = {"ipv4": ANY_TS[:1], "ipv6": ANY_TS[1:], "any": ANY_TS}
+REINITIATE_S = 5.0  # a crypto map's IKE SA is tried again this long after it failed or went
 # StarOS's own defaults (AES-CBC-128, group 2, SHA1) are too weak for this engine: unset fields
 # fall back to AES-CBC-128, group 14, HMAC-SHA2-256-128 and PRF-SHA2-256 instead.
 DEFAULT_TSET = {
@@ -61,49 +68,114 @@ def proposal(tset: dict) -> ikecfg.IkeProposal:
     return ikecfg.IkeProposal(encr, bits, PRF[t["prf"]], integ, GROUP[str(t["group"])])
 
 
+def esp_proposal(tset: dict) -> ikecfg.ChildProposal:
+    """An `ipsec transform-set` (same defaults as the IKE SA's, less the PRF)."""
+    t = {**DEFAULT_TSET, **tset}
+    encr, bits = ENCRYPTION[t["encryption"]]
+    integ = Integ.NONE if encr == Encr.AES_GCM_16 else HMAC[t["hmac"]]
+    return ikecfg.ChildProposal(encr, bits, integ)
+
+
+def selectors(lines: dict, family: str) -> tuple:
+    """A payload's `tsi`/`tsr` lines as traffic selectors; none: all of its family."""
+    if not lines:
+        return FAMILY_TS[family]
+    out = []
+    for ts in lines.values():
+        start, end = ipaddress.ip_address(ts["start"]), ipaddress.ip_address(ts["end"])
+        kind = TsType.IPV4_ADDR_RANGE if start.version == 4 else TsType.IPV6_ADDR_RANGE
+        out.append(ikecfg.TrafficSelector(kind, int(ts["protocol"]), *ts["ports"], start, end))
+    return tuple(out)
+
+
+def child_policies(block: dict, ctx: dict, initiator: bool) -> tuple[ikecfg.ChildPolicy, ...]:
+    """The payloads of a template (we respond: TSi is the peer's) or of a crypto map (we
+    initiate: TSi is ours), in configuration order; none: one payload for any IPv4/IPv6."""
+    sets = ctx.get("ipsec-transform-set", {})
+    out = []
+    for name, pl in (block.get("payload") or {}).items():
+        tsi, tsr = (selectors(pl.get(side), pl.get("family", "any")) for side in ("tsi", "tsr"))
+        names = pl.get("ipsec-transform-set-list") or []
+        out.append(
+            ikecfg.ChildPolicy(
+                name,
+                tuple(esp_proposal(sets.get(n, {})) for n in names)
+                or ikecfg.DEFAULT_CHILD_PROPOSALS,
+                ts_local=tsi if initiator else tsr,
+                ts_remote=tsr if initiator else tsi,
+                lifetime_s=int(pl.get("lifetime", 86400)),
+            )
+        )
+    return tuple(out) or (ikecfg.ChildPolicy(ts_local=ANY_TS, ts_remote=ANY_TS),)
+
+
+@dataclass
+class MapState:
+    """A crypto map this card serves: its peer, and the IKE SA it keeps up when it owns it."""
+
+    name: str  # context/crypto-map/NAME
+    peer: tuple[str, int]
+    sa: object = None  # the IKE SA initiated last
+    retry_at: float = 0.0
+
+
 class Gateway:
     def __init__(
         self, slot: int, rand: Callable[[int], bytes], wall_clock, cookie_secret: bytes
     ) -> None:
-        self.slot, self.rand, self.wall_clock, self.cookie_secret = (
-            slot,
-            rand,
-            wall_clock,
-            cookie_secret,
-        )
+        self.slot, self.rand, self.wall_clock = slot, rand, wall_clock
+        self.cookie_secret = cookie_secret
         self.endpoints: dict[tuple[str, int], Endpoint] = {}
         self._built: dict[tuple[str, int], str] = {}  # what each endpoint was built from
+        self.maps: dict[tuple[str, int], MapState] = {}  # by the map's local address
+        self.owned: set[str] = set()  # crypto maps the supervisor asked this card to initiate
 
     def configure(self, tree: dict, credentials: Credentials) -> None:
-        """(Re)build the endpoints whose service, template or credentials changed."""
+        """(Re)build the endpoints whose service, map, template or credentials changed."""
         ready = templates.readiness(tree, credentials)
         wanted: dict[tuple[str, int], str] = {}
+        maps: dict[tuple[str, int], MapState] = {}
         for ctx_name, ctx in tree.get("context", {}).items():
+            blocks = []  # (local address, name, template or map, we initiate)
             for svc in ctx.get("wsg-service", {}).values():
                 bind = svc.get("bind")
-                if not bind:
-                    continue
-                name = f"{ctx_name}/{bind['template']}"
-                tmpl = ctx.get("crypto-template", {}).get(bind["template"])
-                if tmpl is None or ready.get(name) != templates.READY:
+                tmpl = bind and ctx.get("crypto-template", {}).get(bind["template"])
+                if tmpl:
+                    blocks.append((bind, f"{ctx_name}/{bind['template']}", tmpl, False))
+            for name, cmap in ctx.get("crypto-map", {}).items():
+                if cmap.get("bind") and cmap.get("peer"):
+                    blocks.append((cmap["bind"], templates.map_key(ctx_name, name), cmap, True))
+            for bind, name, block, initiator in blocks:
+                if ready.get(name) != templates.READY:
                     continue
                 local = (bind["address"], int(bind["port"]))
                 fingerprint = json.dumps(
-                    [tmpl, ctx.get("ikesa-transform-set", {}), credentials.summary()],
+                    [block, ctx.get("ikesa-transform-set", {}), ctx.get("ipsec-transform-set", {}),
+                     credentials.summary()],
                     sort_keys=True,
                     default=str,
-                )
+                )  # fmt: skip
                 wanted[local] = fingerprint
+                if initiator:
+                    peer = (block["peer"]["address"], int(block["peer"]["port"]))
+                    old = self.maps.get(local)
+                    keep = old and old.name == name and old.peer == peer
+                    maps[local] = old if keep else MapState(name, peer)
                 if self._built.get(local) != fingerprint:
-                    self.endpoints[local] = self._endpoint(local, tmpl, ctx, credentials)
+                    config = self._config(block, ctx, credentials, initiator)
+                    self.endpoints[local] = self._endpoint(local, config)
                     self._built[local] = fingerprint
-                    log.info("serving %s:%d with crypto template %s", *local, name)
+                    if initiator:
+                        maps[local] = MapState(name, maps[local].peer)  # a new endpoint: new SA
+                    log.info("serving %s:%d with %s", *local,
+                             f"crypto map {name}" if initiator else f"crypto template {name}")  # fmt: skip
         for local in set(self.endpoints) - set(wanted):
             del self.endpoints[local], self._built[local]
             log.info("no longer serving %s:%d", *local)
+        self.maps = maps
 
-    def _endpoint(self, local, tmpl: dict, ctx: dict, creds: Credentials) -> Endpoint:
-        cert_name = tmpl["certificate"]
+    def _config(self, block: dict, ctx: dict, creds: Credentials, initiator: bool):
+        cert_name = block["certificate"]
         own = creds.require(cert_name)
         chain = (
             x509.load_pem_x509_certificates(own["chain_pem"].encode())
@@ -115,9 +187,9 @@ class Gateway:
         cas = [creds.certificate("ca-certificate", n) for n in creds.names("ca-certificate")]
         intermediates = tuple(c for c in (*chain, *cas) if c.issuer != c.subject)
         sets = ctx.get("ikesa-transform-set", {})
-        names = tmpl.get("ikesa-transform-set-list") or []
+        names = block.get("ikesa-transform-set-list") or []
         proposals = tuple(proposal(sets.get(n, {})) for n in names) or ikecfg.DEFAULT_PROPOSALS
-        config = ikecfg.IkeConfig(
+        return ikecfg.IkeConfig(
             credentials=ikecfg.Credentials(
                 creds.certificate("certificate", cert_name),
                 creds.private_key(cert_name),
@@ -125,16 +197,16 @@ class Gateway:
             ),
             trust_anchors=tuple(
                 creds.certificate("ca-certificate", ca)
-                for ca in tmpl.get("ca-certificate-list", [])
+                for ca in block.get("ca-certificate-list", [])
             ),
             proposals=proposals,
-            retransmit_timeout_ms=int(tmpl.get("ikesa-retransmission-timeout", 500)),
-            max_retransmissions=int(tmpl.get("ikesa-max-retransmissions", 5)),
-            setup_timeout_s=float(tmpl.get("ikesa-setup-timer", 30)),
-            # Until the template's child-SA payloads are configurable (#6): any IPv4 or IPv6.
-            child_ts_local=ANY_TS,
-            child_ts_remote=ANY_TS,
+            retransmit_timeout_ms=int(block.get("ikesa-retransmission-timeout", 500)),
+            max_retransmissions=int(block.get("ikesa-max-retransmissions", 5)),
+            setup_timeout_s=float(block.get("ikesa-setup-timer", 30)),
+            children=child_policies(block, ctx, initiator),
         )
+
+    def _endpoint(self, local, config: ikecfg.IkeConfig) -> Endpoint:
         return Endpoint(
             config,
             rand=self.rand,
@@ -145,6 +217,26 @@ class Gateway:
             local=local,
         )
 
+    def own_maps(self, names, now: float) -> list:
+        """The supervisor's word on which crypto maps this card initiates. A map taken away
+        has its IKE SA deleted (another card initiates it now)."""
+        self.owned = set(names)
+        outs: list = []
+        for local, state in self.maps.items():
+            if state.name not in self.owned and self._alive(local, state):
+                outs += self.endpoints[local].delete(state.sa.my_spi, now)
+                state.sa = None
+        return outs
+
+    def _alive(self, local, state: MapState) -> bool:
+        sa = state.sa
+        return sa is not None and self.endpoints[local].sas.get(sa.my_spi) is sa
+
+    def _to_initiate(self):
+        for local, state in self.maps.items():
+            if state.name in self.owned and not self._alive(local, state):
+                yield local, state
+
     def receive(self, local, remote, data: bytes, now: float) -> list | None:
         endpoint = self.endpoints.get((local[0], int(local[1])))
         if endpoint is None:
@@ -153,12 +245,22 @@ class Gateway:
 
     def next_timer(self) -> float | None:
         times = [t for t in (e.get_timer() for e in self.endpoints.values()) if t is not None]
+        times += [state.retry_at for _, state in self._to_initiate()]
         return min(times, default=None)
 
     def handle_timer(self, now: float) -> list:
         outs: list = []
         for endpoint in self.endpoints.values():
             outs += endpoint.handle_timer(now)
+        for local, state in list(self._to_initiate()):
+            if state.retry_at <= now:
+                endpoint = self.endpoints[local]
+                before = set(endpoint.sas)
+                outs += endpoint.initiate(state.peer, now, local)
+                new = [endpoint.sas[s] for s in set(endpoint.sas) - before]
+                state.sa = new[0] if new else None
+                state.retry_at = now + REINITIATE_S
+                log.info("crypto map %s: initiating to %s:%d", state.name, *state.peer)
         return outs
 
     def sa_table(self, limit: int = 10000) -> list[dict]:

@@ -61,6 +61,7 @@ class Card:
         self.credentials = Credentials()
         self.credentials.pushed = self.cred_replica.entries
         self.template_status: dict[str, str] = {}
+        self.owned_maps: list[str] = []  # crypto maps the supervisor has this card initiate
         self.gateway = None  # built when a service is bound: the IKE modules take 0.1 s to load
         self.counters: Counter[str] = Counter()
         self.reported: dict = {}
@@ -131,6 +132,12 @@ class Card:
             self._spawn(self._cmp_fetch(inc, msg.args))
         elif isinstance(msg, Request) and msg.method == "ike.sas":
             self.ctl.reply(inc, True, self.gateway.sa_table() if self.gateway else [])
+        elif isinstance(msg, Request) and msg.method == "ike.maps":
+            self.owned_maps = sorted(msg.args.get("own", []))
+            if self.gateway is not None:
+                self._ike(self.gateway.own_maps(self.owned_maps, self.mono.now()))
+            self.ctl.reply(inc, True, self.owned_maps)
+            self._report()
         elif isinstance(msg, Request) and msg.method == "credentials":
             self.ctl.reply(inc, True, self.credentials.summary())
         elif isinstance(msg, Error):
@@ -243,7 +250,7 @@ class Card:
     def _ike(self, outs: list) -> None:
         """Send what the IKE engine wants sent; count and log what happened."""
         from cards.ike.child import describe_ts
-        from cards.ike.events import AuthFailed, ChildEstablished, Established, Send
+        from cards.ike.events import AuthFailed, ChildEstablished, ChildRefused, Established, Send
 
         for out in outs:
             if isinstance(out, Send):
@@ -269,6 +276,8 @@ class Card:
                 )
             elif isinstance(out, AuthFailed):
                 log.warning("IKE_AUTH from %s:%d refused: %s", *out.peer, out.reason)
+            elif isinstance(out, ChildRefused):
+                log.warning("CHILD_SA of IKE SA %s refused: %s", out.spi_i.hex(), out.reason)
             else:
                 log.debug("ike: %s", out)
         self.counters["ike_sas"] = self.gateway.sa_count()
@@ -278,9 +287,10 @@ class Card:
         status = templates.readiness(self.config.get("config", {}), self.credentials)
         tree = self.config.get("config", {})
         if self.gateway is None and any(
-            "bind" in svc
+            "bind" in block
             for ctx in tree.get("context", {}).values()
-            for svc in ctx.get("wsg-service", {}).values()
+            for kind in ("wsg-service", "crypto-map")
+            for block in ctx.get(kind, {}).values()
         ):
             from cards.gateway import Gateway
 
@@ -288,6 +298,7 @@ class Card:
             self.gateway = Gateway(
                 self.slot, os.urandom, lambda: datetime.datetime.now(datetime.UTC), cookie
             )
+            self.gateway.owned = set(self.owned_maps)
         if self.gateway is not None:
             self.gateway.configure(tree, self.credentials)
         if status == self.template_status and not force:
@@ -301,7 +312,7 @@ class Card:
 
     def _report(self) -> None:
         self.reported = dict(self.counters)
-        self.ctl.send(CardStatus(self.template_status, dict(self.counters)))
+        self.ctl.send(CardStatus(self.template_status, dict(self.counters), self.owned_maps))
 
     def _spawn(self, coro) -> None:
         task = asyncio.create_task(coro)

@@ -1,4 +1,4 @@
-"""Can this card serve each crypto template with certificate authentication? (sans-IO)
+"""Can this card serve each crypto template and crypto map with certificates? (sans-IO)
 
 A template that authenticates the gateway with a certificate needs that certificate with its
 private key, and its CA certificates, on the card. ASR 9000 VSMs hold them only after `cmp
@@ -14,12 +14,18 @@ READY = "ready"
 
 
 def readiness(config: dict, credentials: Credentials) -> dict[str, str]:
-    """`context/template` -> "ready" or "refusing: <why>"."""
+    """`context/template` and `context/crypto-map/map` -> "ready" or "refusing: <why>"."""
     out = {}
     for ctx_name, ctx in sorted(config.get("context", {}).items()):
         for name, tmpl in sorted(ctx.get("crypto-template", {}).items()):
             out[f"{ctx_name}/{name}"] = _check(tmpl, credentials)
+        for name, cmap in sorted(ctx.get("crypto-map", {}).items()):
+            out[map_key(ctx_name, name)] = _check(cmap, credentials)
     return out
+
+
+def map_key(context: str, name: str) -> str:
+    return f"{context}/crypto-map/{name}"
 
 
 def _check(tmpl: dict, credentials: Credentials) -> str:

@@ -141,6 +141,9 @@ class Supervisor:
         self.template_status: dict[int, dict] = {}  # slot -> crypto template -> ready / why not
         self.card_counters: dict[int, dict] = {}
         self.npu_binds: list[dict] = []
+        self.map_owner: dict[str, int | None] = {}  # crypto map -> the slot that initiates it
+        self.card_maps: dict[int, list[str]] = {}  # what each card says it initiates
+        self.telling: set[int] = set()  # slots with an assignment in flight
         self.services: list[dict] = []  # bound wsg-services: address, port, context/template
         self.engine = Engine(
             System(self),
@@ -260,6 +263,7 @@ class Supervisor:
         elif isinstance(msg, CardStatus):
             self.template_status[slot] = msg.templates
             self.card_counters[slot] = msg.counters
+            self.card_maps[slot] = list(msg.maps)
             self.update_npu()
         elif isinstance(msg, Ack):
             self.fanout.on_ack(slot, msg.stream, msg.seq, now)
@@ -288,11 +292,17 @@ class Supervisor:
         projection = self.engine.projection()
         for slot in self.packet_slots:
             self.fanout.set_config(slot, "config", projection)
+        contexts = projection["config"].get("context", {}).items()
         self.services = [
             {**svc["bind"], "template": f"{ctx_name}/{svc['bind']['template']}"}
-            for ctx_name, ctx in projection["config"].get("context", {}).items()
+            for ctx_name, ctx in contexts
             for svc in ctx.get("wsg-service", {}).values()
             if "bind" in svc
+        ] + [
+            {**cmap["bind"], "template": f"{ctx_name}/crypto-map/{name}", "map": True}
+            for ctx_name, ctx in contexts
+            for name, cmap in ctx.get("crypto-map", {}).items()
+            if "bind" in cmap and "peer" in cmap
         ]
         self.update_npu()
 
@@ -313,6 +323,37 @@ class Supervisor:
         if binds != self.npu_binds:
             self.npu_binds = binds
             self.bp.send(NpuBinds(binds))
+        self.assign_maps(binds)
+
+    def assign_maps(self, binds: list[dict]) -> None:
+        """One card initiates each crypto map: its owner stays while it can serve the map,
+        else the lowest ready slot takes over. A card whose reported list differs from what it
+        should initiate is told again (it reports its list in every CardStatus)."""
+        for bind in binds:
+            if bind.get("map"):
+                able = [s for s in bind["slots"] if self.cards.cards[s].in_service]
+                if self.map_owner.get(bind["template"]) not in able:
+                    self.map_owner[bind["template"]] = min(able, default=None)
+        maps = {b["template"] for b in binds if b.get("map")}
+        self.map_owner = {m: s for m, s in self.map_owner.items() if m in maps}
+        for slot in self.packet_slots:
+            want = sorted(m for m, s in self.map_owner.items() if s == slot)
+            have = self.card_maps.get(slot, [])
+            if want != have and self.cards.cards[slot].in_service and slot not in self.telling:
+                self._spawn(self._tell_maps(slot, want))
+
+    async def _tell_maps(self, slot: int, maps: list[str]) -> None:
+        self.telling.add(slot)
+        try:
+            got = await self.pending.call(
+                self.ctl, Request("ike.maps", {"own": maps}), to=f"slot-{slot}".encode(), timeout=2
+            )
+            self.card_maps[slot] = list(got)
+            log.info("slot %d initiates crypto maps: %s", slot, ", ".join(maps) or "none")
+        except (TimeoutError, RpcError) as exc:
+            log.warning("slot %d: crypto map assignment not taken: %s", slot, exc)
+        finally:
+            self.telling.discard(slot)
 
     def sync_credentials(self) -> None:
         """Push the store's certificates and keys to every packet card (ASR 5500 only)."""
@@ -329,6 +370,8 @@ class Supervisor:
             now = self.mono.now()
             for slot in self.cards.check(now):
                 log.warning("slot %d: failed: %s", slot, self.cards.cards[slot].failure)
+                self.card_maps.pop(slot, None)
+                self.assign_maps(self.npu_binds)  # its crypto maps go to another card
             if now - beat >= self.interval:
                 beat = now
                 for slot, card in self.cards.cards.items():
@@ -422,6 +465,8 @@ class Supervisor:
             raise CommandFailure(f"Failure: card {slot} is a management card; use card switch")
         self.cards.on_reboot(slot, self.mono.now())
         self.bp.send(Power(slot, "restart"))
+        self.card_maps.pop(slot, None)
+        self.assign_maps(self.npu_binds)  # its crypto maps go to another card
         return f"Info: card {slot} is rebooting"
 
     def _cli_done(self, inc: Incoming, sid: str, session, res) -> None:

@@ -86,6 +86,7 @@ class CardStatus:
 
     templates: dict
     counters: dict = field(default_factory=dict)  # e.g. {"npu_rx": 12}
+    maps: list = field(default_factory=list)  # crypto maps this card initiates
 
 
 # --- supervisor -> packet cards (state PUB/SUB, the Clone pattern) ------------
