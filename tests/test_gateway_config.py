@@ -1,0 +1,42 @@
+"""cards.gateway: the configuration tree (as the CLI projects it) becomes IKE child policies."""
+
+import ipaddress
+
+from test_cli_ike_config import CHILD_CONFIG, engine
+
+from cards.gateway import ANY_TS, child_policies
+from cards.ike.config import DEFAULT_CHILD_PROPOSALS, ChildProposal
+from cards.ike.const import Encr, Integ
+
+
+def context() -> dict:
+    eng = engine()
+    assert eng.apply_boot(CHILD_CONFIG) == []
+    return eng.projection()["config"]["context"]["segw"]
+
+
+def test_template_payloads_in_configuration_order_with_the_peer_as_tsi():
+    ctx = context()
+    gtp, oam = child_policies(ctx["crypto-template"]["t"], ctx, initiator=False)
+    assert (gtp.name, oam.name) == ("gtp", "oam")
+    assert gtp.proposals == (
+        ChildProposal(Encr.AES_GCM_16, 256),
+        ChildProposal(Encr.AES_CBC, 128, Integ.HMAC_SHA2_256_128),
+    )
+    (remote,) = gtp.ts_remote  # tsi: the eNodeB's side when the gateway responds
+    assert remote.start_addr == remote.end_addr == ipaddress.ip_address("198.51.100.66")
+    assert (remote.ip_proto, remote.start_port, remote.end_port) == (17, 100, 100)
+    (local,) = gtp.ts_local
+    assert (local.start_port, local.end_port) == (300, 300) and gtp.lifetime_s == 7200
+
+
+def test_crypto_map_payload_has_the_gateway_as_tsi_and_defaults_to_its_family():
+    ctx = context()
+    (pl,) = child_policies(ctx["crypto-map"]["to-core"], ctx, initiator=True)
+    assert pl.ts_local == pl.ts_remote == ANY_TS[1:]  # match ipv6, no selectors
+    assert pl.proposals == (ChildProposal(Encr.AES_GCM_16, 256),)
+
+
+def test_no_payload_means_any_ipv4_or_ipv6_with_the_default_transform_sets():
+    (pl,) = child_policies({}, {}, initiator=False)
+    assert pl.ts_local == pl.ts_remote == ANY_TS and pl.proposals == DEFAULT_CHILD_PROPOSALS
