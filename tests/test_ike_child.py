@@ -256,7 +256,7 @@ def test_delete_of_an_unknown_child_spi_is_answered_empty():
     sa.pending.append(
         (ExchangeType.INFORMATIONAL, [_tasks.informational.ChildDeleteTask(b"\x99\x99\x99\x99")])
     )
-    pair.run(sa._run(sa._kick, pair.now))
+    pair.run(sa._run(pair.now, sa._kick, pair.now))
     assert _inner(pair, 5) == [] and len(pair.sa("r").children) == 1
     assert not pair.of("r", ChildDeleted)
 

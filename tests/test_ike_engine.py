@@ -485,12 +485,12 @@ def test_gateway_deletes():
     assert pair.of("r", Deleted) and pair.of("i", Deleted) and not pair.i.sas and not pair.r.sas
 
 
-def test_create_child_sa_refused_ike_sa_kept():
+def test_empty_create_child_sa_gets_invalid_syntax_ike_sa_kept():
     pair = Pair().established()
     sa = pair.sa("i")
     sa.pending.append((ExchangeType.CREATE_CHILD_SA, [_tasks.Task()]))
-    pair.run(sa._run(sa._kick, pair.now))
-    assert NotifyType.NO_ADDITIONAL_SAS in _types(_inner(pair, 5))
+    pair.run(sa._run(pair.now, sa._kick, pair.now))
+    assert NotifyType.INVALID_SYNTAX in _types(_inner(pair, 5))
     assert pair.sa("r").state is State.ESTABLISHED
 
 

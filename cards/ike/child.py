@@ -42,12 +42,13 @@ class ChildKeys:
 
 
 def derive_child_keys(
-    prf: Prf, sk_d: bytes, ni: bytes, nr: bytes, suite: ChildProposal
+    prf: Prf, sk_d: bytes, ni: bytes, nr: bytes, suite: ChildProposal, shared: bytes = b""
 ) -> ChildKeys:
-    """KEYMAT = prf+(SK_d, Ni | Nr): initiator->responder first, encryption then integrity
-    key in each direction (2.17); an AES-GCM encryption key ends with its 4-byte salt."""
+    """KEYMAT = prf+(SK_d, [g^ir (new) |] Ni | Nr): initiator->responder first, encryption
+    then integrity key in each direction (2.17); an AES-GCM encryption key ends with its
+    4-byte salt. ``shared`` is the PFS exchange's g^ir (CREATE_CHILD_SA with KE)."""
     e, a = suite.encr_key_len, suite.integ_key_len
-    km = child_keymat(prf, sk_d, ni, nr, 2 * (e + a))
+    km = child_keymat(prf, sk_d, ni, nr, 2 * (e + a), shared)
     return ChildKeys(km[:e], km[e : e + a], km[e + a : 2 * e + a], km[2 * e + a :])
 
 
@@ -63,6 +64,11 @@ class ChildSa:
     initiator: bool  # we initiated the exchange that created it
     keys: ChildKeys = field(repr=False)
     policy: str = ""  # the child-SA payload it was made for
+    # Timers (the SA's monotonic clock) and, while a rekey collision may happen, the nonces
+    # of the exchange that made it (RFC 7296 2.8.1); not checkpointed.
+    rekey_at: float | None = field(default=None, compare=False)
+    expire_at: float | None = field(default=None, compare=False)
+    nonces: tuple = field(default=(), repr=False, compare=False)
 
     @property
     def outbound(self) -> tuple[bytes, bytes]:
@@ -115,30 +121,34 @@ def _ts_from_list(v: list) -> TrafficSelector:
 
 
 # ------------------------------------------------------------------ proposals (3.3)
-def _transforms(p: ChildProposal) -> tuple[Transform, ...]:
+def _transforms(p: ChildProposal, pfs: bool = False) -> tuple[Transform, ...]:
     out = [Transform(TransformType.ENCR, p.encr, ((ATTR_KEY_LENGTH, p.key_bits),))]
     if p.integ != Integ.NONE:
         out.append(Transform(TransformType.INTEG, p.integ))
+    if pfs and p.dh:
+        out.append(Transform(TransformType.DH, p.dh))
     out.append(Transform(TransformType.ESN, 0))
     return tuple(out)
 
 
-def esp_sa_payload(p: ChildProposal, spi: bytes, num: int = 1) -> SaPayload:
-    return SaPayload([Proposal(num, ProtocolId.ESP, spi, _transforms(p))])
+def esp_sa_payload(p: ChildProposal, spi: bytes, num: int = 1, pfs: bool = False) -> SaPayload:
+    return SaPayload([Proposal(num, ProtocolId.ESP, spi, _transforms(p, pfs))])
 
 
-def esp_offer(proposals: Sequence[ChildProposal], spi: bytes) -> SaPayload:
-    """Initiator: every transform set of the payload, numbered from 1, one SPI."""
+def esp_offer(proposals: Sequence[ChildProposal], spi: bytes, pfs: bool = False) -> SaPayload:
+    """Initiator: every transform set of the payload, numbered from 1, one SPI; with ``pfs``
+    (CREATE_CHILD_SA) each carries its DH group."""
     return SaPayload(
-        [Proposal(n, ProtocolId.ESP, spi, _transforms(p)) for n, p in enumerate(proposals, 1)]
+        [Proposal(n, ProtocolId.ESP, spi, _transforms(p, pfs)) for n, p in enumerate(proposals, 1)]
     )
 
 
-def _offered(proposal: Proposal) -> dict[int, set] | None:
-    """Transform type -> {(id, key length)} of an ESP proposal usable in IKE_AUTH; None if not.
+def _offered(proposal: Proposal, pfs: bool = False) -> dict[int, set] | None:
+    """Transform type -> {(id, key length)} of an ESP proposal; None if unusable.
 
-    No ESN transform means no ESN; a DH transform must allow NONE, since IKE_AUTH carries no KE
-    (RFC 7296 1.2), and is left out of the answer."""
+    No ESN transform means no ESN; no DH transform means no PFS (NONE). In IKE_AUTH (``pfs``
+    false) a DH transform must allow NONE, since IKE_AUTH carries no KE (RFC 7296 1.2), and is
+    left out of the answer."""
     if proposal.protocol != ProtocolId.ESP or len(proposal.spi) != ESP_SPI_LEN:
         return None
     by_type: dict[int, set] = {}
@@ -146,44 +156,53 @@ def _offered(proposal: Proposal) -> dict[int, set] | None:
         if t.type not in _ESP_TYPES:
             return None  # RFC 7296 3.3.6: a proposal with an unknown type is unacceptable
         by_type.setdefault(t.type, set()).add((t.id, t.key_length))
-    if (DH_NONE, None) not in by_type.pop(TransformType.DH, {(DH_NONE, None)}):
+    dh = by_type.pop(TransformType.DH, {(DH_NONE, None)})
+    if pfs:
+        by_type[TransformType.DH] = dh
+    elif (DH_NONE, None) not in dh:
         return None
     by_type.setdefault(TransformType.ESN, {(0, None)})
     return by_type
 
 
-def _matches(offered: dict[int, set], mine: ChildProposal) -> bool:
+def _matches(offered: dict[int, set], mine: ChildProposal, pfs: bool = False) -> bool:
     integ = offered.get(TransformType.INTEG, {(Integ.NONE, None)})
     return (
         (mine.encr, mine.key_bits) in offered.get(TransformType.ENCR, set())
         and (mine.integ, None) in integ
         and (0, None) in offered[TransformType.ESN]
+        and (not pfs or (mine.dh, None) in offered[TransformType.DH])
     )
 
 
-def select_esp(peer: SaPayload, mine: Sequence[ChildProposal]) -> tuple[Proposal, ChildProposal]:
-    """Responder: the peer's first ESP proposal one of ours matches (the peer's order)."""
+def select_esp(
+    peer: SaPayload, mine: Sequence[ChildProposal], pfs: bool = False
+) -> tuple[Proposal, ChildProposal]:
+    """Responder: the peer's first ESP proposal one of ours matches (the peer's order). With
+    ``pfs`` (CREATE_CHILD_SA) the DH group must match too (none: the peer offers NONE)."""
     for theirs in peer.proposals:
-        offered = _offered(theirs)
+        offered = _offered(theirs, pfs)
         if offered is None:
             continue
         for ours in mine:
-            if _matches(offered, ours):
+            if _matches(offered, ours, pfs):
                 return theirs, ours
     raise NoProposalChosen("no acceptable ESP proposal")
 
 
-def accepted_esp(reply: SaPayload, offered: Sequence[ChildProposal]) -> tuple[bytes, ChildProposal]:
+def accepted_esp(
+    reply: SaPayload, offered: Sequence[ChildProposal], pfs: bool = False
+) -> tuple[bytes, ChildProposal]:
     """Initiator: the responder's SPI and choice, which must be the transform set we offered
     under the proposal number it returned (RFC 7296 3.3.1)."""
     if len(reply.proposals) != 1:
         raise NoProposalChosen(f"responder returned {len(reply.proposals)} ESP proposals")
     chosen = reply.proposals[0]
-    got = _offered(chosen)
+    got = _offered(chosen, pfs)
     if got is None or any(len(v) != 1 for v in got.values()):
         raise NoProposalChosen("responder returned an invalid ESP proposal")
     mine = offered[chosen.num - 1] if 1 <= chosen.num <= len(offered) else None
-    if mine is None or not _matches(got, mine) or len(got) != len(_transforms(mine)):
+    if mine is None or not _matches(got, mine, pfs):
         raise NoProposalChosen("responder chose an ESP transform set we did not offer")
     return chosen.spi, mine
 
@@ -222,6 +241,7 @@ def choose_policy(
     tsi: Sequence[TrafficSelector],
     tsr: Sequence[TrafficSelector],
     policies: Sequence[ChildPolicy],
+    pfs: bool = False,
 ):
     """Responder: the child-SA payload for a peer's request, in configuration order.
 
@@ -232,7 +252,7 @@ def choose_policy(
     narrowed, esp_ok = None, False
     for policy in policies:
         try:
-            theirs, ours = select_esp(offer, policy.proposals)
+            theirs, ours = select_esp(offer, policy.proposals, pfs)
         except NoProposalChosen:
             continue
         esp_ok = True

@@ -61,6 +61,7 @@ class ChildProposal:
     encr: Encr = Encr.AES_GCM_16
     key_bits: int = 256
     integ: Integ = Integ.NONE
+    dh: int = 0  # PFS group for CREATE_CHILD_SA (0: none); IKE_AUTH children never carry KE
 
     def __post_init__(self):
         Suite(self.encr, self.key_bits, Prf.HMAC_SHA2_256, self.integ)  # same rules as IKE
@@ -78,6 +79,8 @@ class ChildProposal:
         parts = [f"{Encr(self.encr).name.lower()}{self.key_bits}"]
         if self.integ != Integ.NONE:
             parts.append(Integ(self.integ).name.lower())
+        if self.dh:
+            parts.append(DhGroup(self.dh).name.lower())
         return "-".join(parts)
 
 
@@ -118,6 +121,7 @@ class ChildPolicy:
     ts_local: tuple[TrafficSelector, ...] = (any_ts(),)
     ts_remote: tuple[TrafficSelector, ...] = (any_ts(),)
     lifetime_s: int = 86400
+    rekey: bool = False  # rekey at 90% of the lifetime (else the child is deleted at its end)
 
     def __post_init__(self):
         if not self.proposals:
@@ -151,6 +155,15 @@ class IkeConfig:
     # The child-SA payloads in configuration order. An initiator asks for the first one in
     # IKE_AUTH (none: an IKE SA without a child); a responder picks one by the peer's selectors.
     children: tuple[ChildPolicy, ...] = (ChildPolicy(),)
+    # MCSA: child SAs per IKE SA, rekeys not counted (`max-childsa N overload-action A`);
+    # "terminate" deletes an IKE SA whose peer asks for more, "ignore" just refuses.
+    max_children: int = 5
+    overload_action: str = "ignore"
+    # Seconds after IKE_AUTH before we create children for the payloads the peer has not
+    # covered itself (responder-triggered MCSA); None: never.
+    mcsa_delay_s: float | None = 1.0
+    ike_lifetime_s: int = 86400
+    ike_rekey: bool = False  # `ikev2-ikesa rekey`: rekey at 90% (else deleted at the end)
 
     def identity(self) -> tuple[IdType, bytes]:
         """Our ID payload: configured, else the certificate's first DNS SAN, else its DN."""

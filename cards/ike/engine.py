@@ -37,6 +37,7 @@ from .message import (
     strip_non_esp_marker,
 )
 from .sa import IkeSa, State
+from .tasks.create_child import CreateChildTask
 from .tasks.informational import ChildDeleteTask, DeleteTask, LivenessTask
 
 ZERO_SPI = bytes(8)
@@ -84,6 +85,23 @@ class Endpoint:
             return []
         return self._guard(sa, sa.queue, ExchangeType.INFORMATIONAL,
                            [ChildDeleteTask(esp_spi)], now)  # fmt: skip
+
+    def create_child(self, spi: bytes, now: float, policy: str | None = None) -> list[Out]:
+        """A new CHILD_SA for the payload ``policy`` (the first one if None) of IKE SA ``spi``;
+        nothing is sent if a child already covers it or max-childsa is reached."""
+        sa = self.sas.get(spi)
+        if sa is None:
+            return []
+        task = CreateChildTask(sa.policy(policy or ""))
+        return self._guard(sa, sa.queue, ExchangeType.CREATE_CHILD_SA, [task], now)
+
+    def rekey_child(self, spi: bytes, esp_spi: bytes, now: float) -> list[Out]:
+        """Rekey the CHILD_SA whose inbound ESP SPI is ``esp_spi``; the old one is deleted."""
+        sa = self.sas.get(spi)
+        if sa is None or esp_spi not in sa.children:
+            return []
+        task = CreateChildTask(rekey=esp_spi)
+        return self._guard(sa, sa.queue, ExchangeType.CREATE_CHILD_SA, [task], now)
 
     def check_liveness(self, spi: bytes, now: float) -> list[Out]:
         sa = self.sas.get(spi)

@@ -76,6 +76,8 @@ class ChildEstablished(Event):
     tsi: tuple[TrafficSelector, ...]
     tsr: tuple[TrafficSelector, ...]
     suite: str
+    policy: str = ""  # the child-SA payload
+    replaces: bytes = b""  # a rekey: our inbound SPI of the child it replaces
 
 
 @dataclass(frozen=True)
@@ -91,7 +93,7 @@ class ChildDeleted(Event):
 
 @dataclass(frozen=True)
 class ChildRefused(Event):
-    """The CHILD_SA piggybacked on IKE_AUTH was not created; the IKE SA stays up."""
+    """A CHILD_SA (in IKE_AUTH or CREATE_CHILD_SA) was not created; the IKE SA stays up."""
 
     spi_i: bytes
     spi_r: bytes

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from enum import Enum
 
 from .child import ChildSa
-from .config import IkeConfig, IkeProposal
+from .config import ChildPolicy, IkeConfig, IkeProposal
 from .const import (
     FLAG_INITIATOR,
     FLAG_RESPONSE,
@@ -43,8 +43,14 @@ from .message import IkeDecodeError, Message, NotifyPayload, SkPayload, add_non_
 from .tasks import Ctx, Task
 from .tasks.auth import AuthTask
 from .tasks.cert_pre import CertPreTask
-from .tasks.child import ChildRefusalTask, ChildTask
-from .tasks.informational import AuthFailedNotice, InformationalResponder
+from .tasks.child import ChildTask
+from .tasks.create_child import CreateChildTask, Skip
+from .tasks.informational import (
+    AuthFailedNotice,
+    ChildDeleteTask,
+    DeleteTask,
+    InformationalResponder,
+)
 from .tasks.init import InitTask
 
 X = ExchangeType
@@ -141,6 +147,10 @@ class IkeSa:
         self.new_esp_spi: Callable[[], bytes] = lambda: rand(4)
         self._out: list[Out] = []
         self._setup: dict[str, Task] = {}
+        self.now = 0.0  # the monotonic time of the step being run
+        self.mcsa_at: float | None = None  # create the payloads the peer has not covered
+        # child rekeys in progress, by our SPI of the old child: {"mine"/"theirs": new child}
+        self.replacing: dict[bytes, dict] = {}
 
     # ------------------------------------------------------------------ role views
     @property
@@ -181,16 +191,70 @@ class IkeSa:
     def authenticated(self) -> None:
         self.fire(T.AUTHENTICATED)
         self.setup_deadline = None
+        if self.config.mcsa_delay_s is not None and len(self.config.children) > 1:
+            self.mcsa_at = self.now + self.config.mcsa_delay_s
         self.emit(Established(self.spi_i, self.spi_r, self.peer_id, self.peer_cert_subject,
                               self.peer, str(self.proposal), self.initiator))  # fmt: skip
 
-    def child_up(self, child: ChildSa) -> None:
+    def child_up(self, child: ChildSa, rekey_of: bytes | None = None) -> None:
+        policy = self.policy(child.policy)
+        child.expire_at = self.now + policy.lifetime_s
+        child.rekey_at = self.now + 0.9 * policy.lifetime_s if policy.rekey else None
         self.children[child.our_spi] = child
         self.emit(ChildEstablished(self.spi_i, self.spi_r, child.our_spi, child.their_spi,
-                                   child.tsi, child.tsr, str(child.suite)))  # fmt: skip
+                                   child.tsi, child.tsr, str(child.suite), child.policy,
+                                   rekey_of or b""))  # fmt: skip
+
+    # ------------------------------------------------------------------ MCSA and rekeys
+    def policy(self, name: str):
+        """The child-SA payload called ``name`` (the first one if it is no longer configured)."""
+        return next((p for p in self.config.children if p.name == name), None) or (
+            self.config.children[0] if self.config.children else ChildPolicy()
+        )
+
+    def covered(self, name: str) -> bool:
+        return any(c.policy == name for c in self.children.values())
+
+    def child_count(self) -> int:
+        """Child SAs against max-childsa: a child being replaced by a rekey counts once."""
+        return len(self.children) - sum(1 for old in self.replacing if old in self.children)
+
+    def overloaded(self) -> None:
+        """A request beyond max-childsa: `overload-action terminate` deletes the IKE SA."""
+        if self.config.overload_action == "terminate":
+            self.pending.append((X.INFORMATIONAL, [DeleteTask()]))
+
+    def rekey_done(self, old: bytes, new: ChildSa) -> None:
+        """Our rekey of ``old`` is answered: delete the old child (and settle a collision)."""
+        entry = self.replacing.setdefault(old, {})
+        entry["mine"] = new
+        if not entry.get("deleting"):
+            entry["deleting"] = True
+            self.pending.append((X.INFORMATIONAL, [ChildDeleteTask(old)]))
+        self._settle(old)
+
+    def rekey_failed(self, old: bytes) -> None:
+        if old in self.children and old not in self.replacing:
+            self.children[old].rekey_at = None  # the child runs out its lifetime instead
+
+    def rekeyed_by_peer(self, old: bytes, new: ChildSa) -> None:
+        self.replacing.setdefault(old, {})["theirs"] = new
+        self._settle(old)
+
+    def _settle(self, old: bytes) -> None:
+        """Both sides rekeyed ``old``: the new child holding the lowest of the four nonces is
+        redundant and deleted by the side that created it (RFC 7296 2.8.1)."""
+        entry = self.replacing.get(old, {})
+        mine, theirs = entry.get("mine"), entry.get("theirs")
+        if mine is None or theirs is None or entry.get("settled"):
+            return
+        entry["settled"] = True
+        if min(mine.nonces + theirs.nonces) in mine.nonces:
+            self.pending.append((X.INFORMATIONAL, [ChildDeleteTask(mine.our_spi)]))
 
     def child_down(self, our_spi: bytes, reason: str) -> ChildSa | None:
         child = self.children.pop(our_spi, None)
+        self.replacing.pop(our_spi, None)
         if child is not None:
             self.emit(ChildDeleted(self.spi_i, self.spi_r, child.our_spi, child.their_spi, reason))
         return child
@@ -232,45 +296,53 @@ class IkeSa:
         cert_pre = CertPreTask()  # one task spans both exchanges, like strongSwan's
         self.pending = [(X.IKE_SA_INIT, [InitTask(), cert_pre]),
                         (X.IKE_AUTH, [AuthTask(), cert_pre, ChildTask()])]  # fmt: skip
-        return self._run(self._kick, now)
+        return self._run(now, self._kick, now)
 
     def queue(self, exchange: int, tasks: list[Task], now: float) -> list[Out]:
         """Start an exchange of ours once the one in flight (if any) is answered."""
         if self.state is not S.ESTABLISHED:
             return []
         self.pending.append((exchange, tasks))
-        return self._run(self._kick, now)
+        return self._run(now, self._kick, now)
 
     def receive(self, msg: Message, src: Addr, dst: Addr, now: float) -> list[Out]:
         if msg.is_response:
-            return self._run(self._on_response, msg, now)
-        return self._run(self._on_request, msg, src, dst)
+            return self._run(now, self._on_response, msg, now)
+        return self._run(now, self._on_request, msg, src, dst)
 
     def next_timer(self) -> float | None:
         if self.state is S.DEAD:
             return None
-        times = [self.setup_deadline, self.outstanding.deadline if self.outstanding else None]
+        times = [self.setup_deadline, self.outstanding.deadline if self.outstanding else None,
+                 self.mcsa_at]  # fmt: skip
+        if self.state is S.ESTABLISHED:
+            for c in self.children.values():
+                times += (c.rekey_at, c.expire_at)
         times = [t for t in times if t is not None]
         return min(times) if times else None
 
     def handle_timer(self, now: float) -> list[Out]:
-        return self._run(self._on_timer, now)
+        return self._run(now, self._on_timer, now)
 
-    def _run(self, fn, *args) -> list[Out]:
-        self._out = []
+    def _run(self, now: float, fn, *args) -> list[Out]:
+        self._out, self.now = [], now
         fn(*args)
         out, self._out = self._out, []
         return out
 
     # ------------------------------------------------------------------ our requests
     def _kick(self, now: float) -> None:
-        if self.outstanding is not None or not self.pending or self.state is S.DEAD:
-            return
+        while self.outstanding is None and self.pending and self.state is not S.DEAD:
+            self._send_next(now)
+
+    def _send_next(self, now: float) -> None:
         exchange, tasks = self.pending.pop(0)
         ctx = Ctx(exchange)
         try:
             for task in tasks:
                 task.build_i(self, ctx)
+        except Skip:
+            return  # nothing left to ask (a payload got covered, a child went)
         except IkeError as exc:
             self.fail(exc.reason, auth=exchange == X.IKE_AUTH)
             return
@@ -322,6 +394,8 @@ class IkeSa:
         if self.setup_deadline is not None and now >= self.setup_deadline:
             self.fail("IKE SA setup timed out")
             return
+        if self.state is S.ESTABLISHED:
+            self._lifetimes(now)
         out = self.outstanding
         if out is None or now < out.deadline:
             return
@@ -332,6 +406,23 @@ class IkeSa:
         out.deadline = now + self._rto(out.retries)
         self.emit(Retransmit(self.spi_i, self.spi_r, out.message_id, out.retries))
         self.emit(self._send(out.data, self.local, self.peer))
+
+    def _lifetimes(self, now: float) -> None:
+        """Responder-triggered MCSA, child rekeys at 90% of the lifetime, child expiry."""
+        if self.mcsa_at is not None and now >= self.mcsa_at:
+            self.mcsa_at = None
+            for policy in self.config.children:
+                if not self.covered(policy.name):
+                    self.pending.append((X.CREATE_CHILD_SA, [CreateChildTask(policy)]))
+        for spi, child in list(self.children.items()):
+            if child.expire_at is not None and now >= child.expire_at:
+                child.expire_at = child.rekey_at = None
+                self.pending.append((X.INFORMATIONAL, [ChildDeleteTask(spi)]))
+            elif child.rekey_at is not None and now >= child.rekey_at:
+                child.rekey_at = None
+                if spi not in self.replacing:
+                    self.pending.append((X.CREATE_CHILD_SA, [CreateChildTask(rekey=spi)]))
+        self._kick(now)
 
     def _rto(self, retries: int) -> float:
         return self.config.retransmit_timeout_ms / 1000 * 2**retries
@@ -367,7 +458,7 @@ class IkeSa:
                 return [s["init"], s["cert_pre"]]
             return [s["cert_pre"], s["auth"], s["child"]]
         if exchange == X.CREATE_CHILD_SA:
-            return [ChildRefusalTask()]
+            return [CreateChildTask()]
         return [InformationalResponder()]
 
     def _answer(self, msg: Message, payloads) -> None:
@@ -399,6 +490,7 @@ class IkeSa:
             self.emit(Rejected(self.peer, error.notify, error.reason))
         elif exchange == X.IKE_AUTH:
             self.fail(error.reason, auth=True)
+        self._kick(self.now)  # what answering queued (a delete after max-childsa, ...)
 
     # ------------------------------------------------------------------ wire
     def _open(self, msg: Message):
