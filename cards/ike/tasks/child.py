@@ -11,7 +11,7 @@ selectors, then checks that the responder chose one we offered and narrowed with
 asked; if not, the child is refused and its SPI deleted at the peer.
 
 Nothing installs ESP here: the runner and NPU act on ChildEstablished/ChildDeleted. Further
-CHILD_SAs (CREATE_CHILD_SA) are still refused with NO_ADDITIONAL_SAS.
+CHILD_SAs and rekeys: ``create_child.py``.
 """
 
 from __future__ import annotations
@@ -115,13 +115,6 @@ class ChildTask(Task):
             TsPayload(list(tsr), PayloadType.TSr),
         ]
         sa.child_up(ChildSa(self.our_spi, theirs.spi, suite, tsi, tsr, False, keys, policy.name))
-
-
-class ChildRefusalTask(Task):
-    """CREATE_CHILD_SA on an established SA: refused with NO_ADDITIONAL_SAS (RFC 7296 1.3)."""
-
-    def build_r(self, sa, ctx: Ctx) -> None:
-        ctx.add_notify(NotifyType.NO_ADDITIONAL_SAS)
 
 
 def _name(ntype: int) -> str:
