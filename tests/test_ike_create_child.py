@@ -278,3 +278,61 @@ def test_rekey_of_an_unknown_child_is_refused():
     pair.run(pair.i.rekey_child(sa.spi_i, c.our_spi, pair.now))
     assert pair.of("i", ChildRefused)[-1].reason == "CHILD_SA_NOT_FOUND"
     assert c.our_spi in sa.children and sa.state is State.ESTABLISHED
+
+
+# ---------------------------------------------------------------------- IKE SA rekey
+def ike_state(pair: Pair, side: str):
+    ep = pair.i if side == "i" else pair.r
+    return {spi: sa.state for spi, sa in ep.sas.items()}
+
+
+@pytest.mark.parametrize("who", ["i", "r"])
+def test_ike_rekey_either_side_moves_the_children(who):
+    #  HDR, SK{SA(SPI = new SPI), Ni, KEi}  -->  <--  HDR, SK{SA(SPI = new SPI), Nr, KEr}
+    #  (old SA) HDR, SK{D}  -->  <--  HDR, SK{}
+    pair = Pair().established()
+    old_i, old_r = pair.sa("i"), pair.sa("r")
+    kids = set(old_r.children)
+    ep = pair.i if who == "i" else pair.r
+    pair.run(ep.rekey_ike((old_i if who == "i" else old_r).my_spi, pair.now))
+    new_i, new_r = pair.sa("i"), pair.sa("r")  # the old ones are gone
+    assert new_i.spi_i == new_r.spi_i and new_i.spi_r == new_r.spi_r
+    assert {new_i.spi_i, new_i.spi_r}.isdisjoint({old_i.spi_i, old_i.spi_r})
+    assert new_i.initiator == (who == "i") and new_r.initiator == (who == "r")
+    assert new_i.keys == new_r.keys and new_i.keys != old_i.keys
+    assert set(new_r.children) == kids and not pair.of("r", ChildDeleted)
+    assert new_i.send_mid == new_r.recv_mid == 0  # message IDs start again (2.18)
+    paired(pair)
+    # the new SA works: liveness, then a child rekey on it
+    pair.run(pair.i.check_liveness(new_i.my_spi, pair.now))
+    assert new_r.recv_mid == 1
+    pair.run(pair.r.rekey_child(new_r.my_spi, next(iter(new_r.children)), pair.now))
+    paired(pair)
+    no_internal_errors(pair)
+
+
+def test_simultaneous_ike_rekeys_leave_one_ike_sa():
+    pair = Pair().established()
+    kids = set(pair.sa("r").children)
+    a = pair.i.rekey_ike(pair.sa("i").my_spi, pair.now)
+    b = pair.r.rekey_ike(pair.sa("r").my_spi, pair.now)
+    pair.run(a + b)
+    new_i, new_r = pair.sa("i"), pair.sa("r")  # exactly one on each side
+    assert (new_i.spi_i, new_i.spi_r) == (new_r.spi_i, new_r.spi_r)
+    assert set(new_r.children) == kids
+    paired(pair)
+    no_internal_errors(pair)
+
+
+def test_ike_lifetime_rekey_and_expiry():
+    gw = gw_config(ike_lifetime_s=1000, ike_rekey=True)
+    pair = Pair(config("enb", ike_lifetime_s=5000), gw).established()
+    first = pair.sa("r").my_spi
+    tick(pair, pair.now + 899)
+    assert pair.sa("r").my_spi == first
+    tick(pair, pair.now + 2)  # at 90%
+    assert pair.sa("r").my_spi != first and pair.sa("r").initiator
+    # without rekey the IKE SA is deleted at the end of its lifetime
+    pair = Pair(config("enb", ike_lifetime_s=5000), gw_config(ike_lifetime_s=1000)).established()
+    tick(pair, pair.now + 1001)
+    assert not pair.r.sas and not pair.i.sas

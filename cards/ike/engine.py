@@ -39,6 +39,7 @@ from .message import (
 from .sa import IkeSa, State
 from .tasks.create_child import CreateChildTask
 from .tasks.informational import ChildDeleteTask, DeleteTask, LivenessTask
+from .tasks.rekey_ike import IkeRekeyTask
 
 ZERO_SPI = bytes(8)
 
@@ -67,7 +68,7 @@ class Endpoint:
     def initiate(self, peer: Addr, now: float, local: Addr | None = None) -> list[Out]:
         sa = IkeSa(self.config, self.rand, initiator=True, spi_i=self._new_spi(),
                    local=local or self.local, peer=peer, wall_clock=self.wall_clock)  # fmt: skip
-        sa.new_esp_spi = self._new_esp_spi
+        sa.new_esp_spi, sa.new_ike_spi = self._new_esp_spi, self._new_spi
         self.sas[sa.spi_i] = sa
         return self._guard(sa, sa.start, now)
 
@@ -103,6 +104,13 @@ class Endpoint:
         task = CreateChildTask(rekey=esp_spi)
         return self._guard(sa, sa.queue, ExchangeType.CREATE_CHILD_SA, [task], now)
 
+    def rekey_ike(self, spi: bytes, now: float) -> list[Out]:
+        """Replace the IKE SA ``spi`` by a new one (new SPIs and keys); children move along."""
+        sa = self.sas.get(spi)
+        if sa is None or sa.ike_rekeying is not None:
+            return []
+        return self._guard(sa, sa.queue, ExchangeType.CREATE_CHILD_SA, [IkeRekeyTask()], now)
+
     def check_liveness(self, spi: bytes, now: float) -> list[Out]:
         sa = self.sas.get(spi)
         return (
@@ -128,7 +136,7 @@ class Endpoint:
 
     def import_sa(self, checkpoint: dict) -> IkeSa:
         sa = IkeSa.from_checkpoint(checkpoint, self.config, self.rand, self.wall_clock)
-        sa.new_esp_spi = self._new_esp_spi
+        sa.new_esp_spi, sa.new_ike_spi = self._new_esp_spi, self._new_spi
         self.sas[sa.my_spi] = sa
         self.esp_spis.update(sa.children)
         return sa
@@ -182,7 +190,7 @@ class Endpoint:
                         Rejected(src, NotifyType.COOKIE, reason)]  # fmt: skip
         sa = IkeSa(self.config, self.rand, initiator=False, spi_i=msg.spi_i,
                    spi_r=self._new_spi(), local=dst, peer=src, wall_clock=self.wall_clock)  # fmt: skip
-        sa.new_esp_spi = self._new_esp_spi
+        sa.new_esp_spi, sa.new_ike_spi = self._new_esp_spi, self._new_spi
         sa.setup_deadline = now + self.config.setup_timeout_s
         self.sas[sa.spi_r] = sa
         out = self._guard(sa, sa.receive, msg, src, dst, now)
@@ -206,6 +214,9 @@ class Endpoint:
         if sa.half_open_key is not None and sa.state is not State.WAIT_AUTH_REQUEST:
             self.half_open.pop(sa.half_open_key, None)
             sa.half_open_key = None
+        for new in sa.successors:  # an IKE SA rekey made a new SA
+            self.sas[new.my_spi] = new
+        sa.successors.clear()
         if sa.state is State.DEAD:
             self.sas.pop(sa.my_spi, None)
             self.esp_spis.difference_update(sa.children)

@@ -47,6 +47,17 @@ class Deleted(Event):
 
 
 @dataclass(frozen=True)
+class IkeRekeyed(Event):
+    """The IKE SA was replaced by a new one (new SPIs); its CHILD_SAs moved along."""
+
+    spi_i: bytes
+    spi_r: bytes
+    new_spi_i: bytes
+    new_spi_r: bytes
+    initiator: bool  # we started the rekey
+
+
+@dataclass(frozen=True)
 class Retransmit(Event):
     spi_i: bytes
     spi_r: bytes

@@ -23,10 +23,11 @@ def _transforms(p: IkeProposal) -> tuple[Transform, ...]:
     return tuple(out)
 
 
-def ike_sa_payload(proposals: Sequence[IkeProposal]) -> SaPayload:
-    """One proposal per configured transform set, numbered from 1."""
+def ike_sa_payload(proposals: Sequence[IkeProposal], spi: bytes = b"") -> SaPayload:
+    """One proposal per configured transform set, numbered from 1; ``spi`` is the new SA's
+    in an IKE SA rekey (empty in IKE_SA_INIT)."""
     return SaPayload(
-        [Proposal(i + 1, ProtocolId.IKE, b"", _transforms(p)) for i, p in enumerate(proposals)]
+        [Proposal(i + 1, ProtocolId.IKE, spi, _transforms(p)) for i, p in enumerate(proposals)]
     )
 
 
@@ -51,15 +52,16 @@ def _matches(offered: dict[int, set], mine: IkeProposal) -> bool:
 
 
 def select(
-    peer: SaPayload, mine: Sequence[IkeProposal], ke_group: int
+    peer: SaPayload, mine: Sequence[IkeProposal], ke_group: int, spi: bool = False
 ) -> tuple[Proposal, IkeProposal]:
     """Responder: our first acceptable set (our priority order), preferring one whose group
-    is the peer's KE guess so that no INVALID_KE_PAYLOAD round trip is needed."""
+    is the peer's KE guess so that no INVALID_KE_PAYLOAD round trip is needed. Proposals
+    carry an SPI only in an IKE SA rekey (``spi``)."""
     matches = []
     for ours in mine:
         for theirs in peer.proposals:
             offered = _offered(theirs) if theirs.protocol == ProtocolId.IKE else None
-            if offered is not None and not theirs.spi and _matches(offered, ours):
+            if offered is not None and bool(theirs.spi) == spi and _matches(offered, ours):
                 matches.append((theirs, ours))
     if not matches:
         raise NoProposalChosen("no acceptable IKE proposal")

@@ -23,7 +23,15 @@ from .const import (
     Integ,
     Prf,
 )
-from .crypto import IkeKeys, IntegrityError, derive_ike_keys, open_sk, seal, skeyseed
+from .crypto import (
+    IkeKeys,
+    IntegrityError,
+    derive_ike_keys,
+    open_sk,
+    seal,
+    skeyseed,
+    skeyseed_rekey,
+)
 from .errors import IkeError, PeerRefused, Restart
 from .events import (
     Addr,
@@ -34,12 +42,20 @@ from .events import (
     Deleted,
     Dropped,
     Established,
+    IkeRekeyed,
     Out,
     Rejected,
     Retransmit,
     Send,
 )
-from .message import IkeDecodeError, Message, NotifyPayload, SkPayload, add_non_esp_marker
+from .message import (
+    IkeDecodeError,
+    Message,
+    NotifyPayload,
+    SaPayload,
+    SkPayload,
+    add_non_esp_marker,
+)
 from .tasks import Ctx, Task
 from .tasks.auth import AuthTask
 from .tasks.cert_pre import CertPreTask
@@ -52,6 +68,7 @@ from .tasks.informational import (
     InformationalResponder,
 )
 from .tasks.init import InitTask
+from .tasks.rekey_ike import IkeRekeyTask
 
 X = ExchangeType
 
@@ -142,6 +159,13 @@ class IkeSa:
         self.pending: list[tuple[int, list[Task]]] = []
         self.setup_deadline: float | None = None
         self.half_open_key = None  # the endpoint's index entry while WAIT_AUTH_REQUEST
+        self.new_ike_spi: Callable[[], bytes] = lambda: rand(8)  # the endpoint's allocator
+        self.successors: list[IkeSa] = []  # new SAs from rekeys, for the endpoint to index
+        self.ike_rekeying = None  # our IKE rekey in flight
+        self.rekeyed_to_theirs = None  # (new SA, nonces) when we answered the peer's rekey
+        self.rekeyed_ours = None  # (new SA, nonces) once our rekey was answered
+        self.ike_rekey_at: float | None = None
+        self.ike_expire_at: float | None = None
         self.children: dict[bytes, ChildSa] = {}  # by our (inbound) ESP SPI
         # our inbound ESP SPIs: the endpoint replaces this with its slot-aware, unique allocator
         self.new_esp_spi: Callable[[], bytes] = lambda: rand(4)
@@ -193,6 +217,12 @@ class IkeSa:
         self.setup_deadline = None
         if self.config.mcsa_delay_s is not None and len(self.config.children) > 1:
             self.mcsa_at = self.now + self.config.mcsa_delay_s
+        self._ike_timers()
+
+    def _ike_timers(self) -> None:
+        life = self.config.ike_lifetime_s
+        self.ike_expire_at = self.now + life
+        self.ike_rekey_at = self.now + 0.9 * life if self.config.ike_rekey else None
         self.emit(Established(self.spi_i, self.spi_r, self.peer_id, self.peer_cert_subject,
                               self.peer, str(self.proposal), self.initiator))  # fmt: skip
 
@@ -251,6 +281,68 @@ class IkeSa:
         entry["settled"] = True
         if min(mine.nonces + theirs.nonces) in mine.nonces:
             self.pending.append((X.INFORMATIONAL, [ChildDeleteTask(mine.our_spi)]))
+
+    # ------------------------------------------------------------------ IKE SA rekey
+    def successor_sa(self, chosen: IkeProposal, initiator: bool, spi_i: bytes, spi_r: bytes,
+                     ni: bytes, nr: bytes, shared: bytes) -> IkeSa:  # fmt: skip
+        """The IKE SA a rekey makes: keys from SK_d (old) and the new g^ir (2.18)."""
+        new = IkeSa(self.config, self.rand, initiator=initiator, spi_i=spi_i, spi_r=spi_r,
+                    local=self.local, peer=self.peer, wall_clock=self.wall_clock)  # fmt: skip
+        new.proposal, new.suite, new.ni, new.nr = chosen, chosen.suite, ni, nr
+        seed = skeyseed_rekey(self.suite.prf, self.keys.sk_d, shared, ni, nr)
+        new.keys = derive_ike_keys(new.suite, seed, ni, nr, spi_i, spi_r)
+        new.state, new.now = S.ESTABLISHED, self.now
+        new.peer_id, new.peer_cert_subject = self.peer_id, self.peer_cert_subject
+        new.nat_local, new.nat_remote, new.peer_hashes = (
+            self.nat_local,
+            self.nat_remote,
+            self.peer_hashes,
+        )
+        new.new_esp_spi, new.new_ike_spi = self.new_esp_spi, self.new_ike_spi
+        new._out = self._out  # what it sends in this step leaves with ours
+        new._ike_timers()
+        self.successors.append(new)
+        self.emit(IkeRekeyed(self.spi_i, self.spi_r, spi_i, spi_r, initiator))
+        return new
+
+    def _hand_children(self, src: IkeSa, dst: IkeSa) -> None:
+        dst.children.update(src.children)
+        dst.replacing.update(src.replacing)
+        src.children, src.replacing = {}, {}
+
+    def ike_rekey_done(self, new: IkeSa, nonces: tuple) -> None:
+        """Our rekey is answered. Unless the peer's simultaneous rekey wins (2.8.1), the
+        children move to our new SA and we delete this one."""
+        self.rekeyed_ours = (new, nonces)
+        theirs = self.rekeyed_to_theirs
+        if theirs is not None and min(nonces + theirs[1]) in nonces:
+            self._redundant(new)
+            return  # the peer deletes this SA; the children are on its new one already
+        self._hand_children(theirs[0] if theirs else self, new)
+        self.pending.append((X.INFORMATIONAL, [DeleteTask()]))
+
+    def ike_rekeyed_by_peer(self, new: IkeSa, nonces: tuple) -> None:
+        """We answered the peer's rekey: the children move to the new SA and the peer deletes
+        this one, unless our own rekey crossed it and wins (its SA has the lowest nonce)."""
+        ours = self.rekeyed_ours
+        if ours is not None:  # ours was answered first: settle now
+            if min(ours[1] + nonces) in ours[1]:
+                self._hand_children(ours[0], new)
+                self._redundant(ours[0])
+            return
+        self._hand_children(self, new)
+        if self.ike_rekeying is not None:
+            self.rekeyed_to_theirs = (new, nonces)
+
+    def _redundant(self, new: IkeSa) -> None:
+        """Our new SA lost a rekey collision: we created it, so we delete it."""
+        new.pending.append((X.INFORMATIONAL, [DeleteTask()]))
+        new._out = self._out
+        new._kick(self.now)
+
+    def ike_rekey_failed(self) -> None:
+        if self.ike_expire_at is not None:  # try again later, within the lifetime
+            self.ike_rekey_at = min(self.now + 30, self.ike_expire_at)
 
     def child_down(self, our_spi: bytes, reason: str) -> ChildSa | None:
         child = self.children.pop(our_spi, None)
@@ -316,6 +408,7 @@ class IkeSa:
         times = [self.setup_deadline, self.outstanding.deadline if self.outstanding else None,
                  self.mcsa_at]  # fmt: skip
         if self.state is S.ESTABLISHED:
+            times += (self.ike_rekey_at, self.ike_expire_at)
             for c in self.children.values():
                 times += (c.rekey_at, c.expire_at)
         times = [t for t in times if t is not None]
@@ -408,7 +501,14 @@ class IkeSa:
         self.emit(self._send(out.data, self.local, self.peer))
 
     def _lifetimes(self, now: float) -> None:
-        """Responder-triggered MCSA, child rekeys at 90% of the lifetime, child expiry."""
+        """Responder-triggered MCSA, rekeys at 90% of the lifetime, expiry."""
+        if self.ike_expire_at is not None and now >= self.ike_expire_at:
+            self.ike_expire_at = self.ike_rekey_at = None
+            self.pending.append((X.INFORMATIONAL, [DeleteTask()]))
+        elif self.ike_rekey_at is not None and now >= self.ike_rekey_at:
+            self.ike_rekey_at = None
+            if self.ike_rekeying is None:
+                self.pending.append((X.CREATE_CHILD_SA, [IkeRekeyTask()]))
         if self.mcsa_at is not None and now >= self.mcsa_at:
             self.mcsa_at = None
             for policy in self.config.children:
@@ -447,7 +547,7 @@ class IkeSa:
         self.local, self.peer = dst, src  # authenticated: follow the peer's port float
         self._answer(msg, payloads)
 
-    def _passive(self, exchange: int) -> list[Task]:
+    def _passive(self, exchange: int, payloads) -> list[Task]:
         """The responder's tasks for a request; setup tasks share state across exchanges."""
         if exchange in (X.IKE_SA_INIT, X.IKE_AUTH):
             if not self._setup:
@@ -458,7 +558,9 @@ class IkeSa:
                 return [s["init"], s["cert_pre"]]
             return [s["cert_pre"], s["auth"], s["child"]]
         if exchange == X.CREATE_CHILD_SA:
-            return [CreateChildTask()]
+            sa_payload = next((p for p in payloads if isinstance(p, SaPayload)), None)
+            ike = sa_payload and sa_payload.proposals and sa_payload.proposals[0].protocol == 1
+            return [IkeRekeyTask() if ike else CreateChildTask()]
         return [InformationalResponder()]
 
     def _answer(self, msg: Message, payloads) -> None:
@@ -466,7 +568,7 @@ class IkeSa:
         error = payloads if isinstance(payloads, IkeError) else None
         reply = Ctx(exchange, [], msg)
         if error is None:
-            tasks = self._passive(exchange)
+            tasks = self._passive(exchange, payloads)
             try:
                 for task in tasks:
                     task.process_r(self, Ctx(exchange, payloads, msg))
