@@ -336,3 +336,27 @@ def test_ike_lifetime_rekey_and_expiry():
     pair = Pair(config("enb", ike_lifetime_s=5000), gw_config(ike_lifetime_s=1000)).established()
     tick(pair, pair.now + 1001)
     assert not pair.r.sas and not pair.i.sas
+
+
+# ---------------------------------------------------------------------- dead peer detection
+def test_dpd_after_a_quiet_interval_then_dead_after_the_retries():
+    gw = gw_config(dpd_interval_s=10, dpd_retry_s=2, dpd_max_retries=3)
+    pair = Pair(config("enb"), gw).established()
+    start = pair.now
+    tick(pair, start + 9.9)
+    assert pair.sa("r").send_mid == 0  # nothing sent yet
+    tick(pair, start + 10.1)  # one empty INFORMATIONAL, answered
+    assert pair.sa("r").send_mid == 1 and pair.sa("i").recv_mid == 1
+    # traffic from the peer resets the interval
+    pair.run(pair.i.check_liveness(pair.sa("i").spi_i, pair.now))
+    tick(pair, pair.now + 9.9)
+    assert pair.sa("r").send_mid == 1
+    # the eNodeB goes silent: 3 retries 2 s apart, then the IKE SA is dead
+    mark = pair.now
+    pair.i = type(pair.i)(pair.i.config, rand=pair.i.rand, wall_clock=pair.i.wall_clock)  # gone
+    tick(pair, mark + 0.2)
+    tick(pair, mark + 6.3)
+    assert pair.r.sas  # not yet: 3 retries at 2 s after the first try
+    tick(pair, mark + 8.5)
+    assert not pair.r.sas
+    assert "dead peer" in pair.of("r", Deleted)[-1].reason

@@ -163,6 +163,11 @@ class IkeConfig:
     # covered itself (responder-triggered MCSA); None: never.
     mcsa_delay_s: float | None = 1.0
     ike_lifetime_s: int = 86400
+    # Dead peer detection (`dpd interval N retry-interval R maximum-retry M`): an empty
+    # INFORMATIONAL after N quiet seconds, retried every R seconds (no backoff) M times.
+    dpd_interval_s: float | None = None
+    dpd_retry_s: float = 2.0
+    dpd_max_retries: int = 3
     ike_rekey: bool = False  # `ikev2-ikesa rekey`: rekey at 90% (else deleted at the end)
 
     def identity(self) -> tuple[IdType, bytes]:

@@ -66,6 +66,7 @@ from .tasks.informational import (
     ChildDeleteTask,
     DeleteTask,
     InformationalResponder,
+    LivenessTask,
 )
 from .tasks.init import InitTask
 from .tasks.rekey_ike import IkeRekeyTask
@@ -127,6 +128,7 @@ class Outstanding:
     data: bytes
     deadline: float
     retries: int = 0
+    retry: tuple[float, int] | None = None  # (fixed interval, tries) instead of the backoff
 
 
 def _digest(request: bytes) -> bytes:
@@ -165,6 +167,7 @@ class IkeSa:
         self.rekeyed_to_theirs = None  # (new SA, nonces) when we answered the peer's rekey
         self.rekeyed_ours = None  # (new SA, nonces) once our rekey was answered
         self.ike_rekey_at: float | None = None
+        self.last_heard = 0.0  # the last authenticated message from the peer (DPD)
         self.ike_expire_at: float | None = None
         self.children: dict[bytes, ChildSa] = {}  # by our (inbound) ESP SPI
         # our inbound ESP SPIs: the endpoint replaces this with its slot-aware, unique allocator
@@ -220,6 +223,7 @@ class IkeSa:
         self._ike_timers()
 
     def _ike_timers(self) -> None:
+        self.last_heard = self.now
         life = self.config.ike_lifetime_s
         self.ike_expire_at = self.now + life
         self.ike_rekey_at = self.now + 0.9 * life if self.config.ike_rekey else None
@@ -408,7 +412,7 @@ class IkeSa:
         times = [self.setup_deadline, self.outstanding.deadline if self.outstanding else None,
                  self.mcsa_at]  # fmt: skip
         if self.state is S.ESTABLISHED:
-            times += (self.ike_rekey_at, self.ike_expire_at)
+            times += (self.ike_rekey_at, self.ike_expire_at, self._dpd_at())
             for c in self.children.values():
                 times += (c.rekey_at, c.expire_at)
         times = [t for t in times if t is not None]
@@ -448,7 +452,9 @@ class IkeSa:
         elif exchange == X.IKE_AUTH:
             self.fire(T.AUTH_SENT)
         self.send_mid = mid + 1
-        self.outstanding = Outstanding(exchange, tasks, mid, data, now + self._rto(0))
+        retry = getattr(tasks[0], "retry", None) if tasks else None
+        first = retry[0] if retry else self._rto(0)
+        self.outstanding = Outstanding(exchange, tasks, mid, data, now + first, retry=retry)
         self.emit(self._send(data, self.local, self.peer))
 
     def _on_response(self, msg: Message, now: float) -> None:
@@ -492,11 +498,13 @@ class IkeSa:
         out = self.outstanding
         if out is None or now < out.deadline:
             return
-        if out.retries >= self.config.max_retransmissions:
-            self.fail(f"no response after {out.retries} retransmissions")
+        limit = out.retry[1] if out.retry else self.config.max_retransmissions
+        if out.retries >= limit:
+            dpd = " (dead peer)" if out.retry else ""
+            self.fail(f"no response after {out.retries} retransmissions{dpd}")
             return
         out.retries += 1
-        out.deadline = now + self._rto(out.retries)
+        out.deadline = now + (out.retry[0] if out.retry else self._rto(out.retries))
         self.emit(Retransmit(self.spi_i, self.spi_r, out.message_id, out.retries))
         self.emit(self._send(out.data, self.local, self.peer))
 
@@ -509,6 +517,11 @@ class IkeSa:
             self.ike_rekey_at = None
             if self.ike_rekeying is None:
                 self.pending.append((X.CREATE_CHILD_SA, [IkeRekeyTask()]))
+        dpd = self._dpd_at()
+        if dpd is not None and now >= dpd:
+            cfg = self.config
+            self.pending.append((X.INFORMATIONAL,
+                                 [LivenessTask(retry=(cfg.dpd_retry_s, cfg.dpd_max_retries))]))  # fmt: skip
         if self.mcsa_at is not None and now >= self.mcsa_at:
             self.mcsa_at = None
             for policy in self.config.children:
@@ -523,6 +536,14 @@ class IkeSa:
                 if spi not in self.replacing:
                     self.pending.append((X.CREATE_CHILD_SA, [CreateChildTask(rekey=spi)]))
         self._kick(now)
+
+    def _dpd_at(self) -> float | None:
+        """When to check liveness: after dpd_interval_s without a word from the peer, if
+        nothing of ours is in flight (a request in flight checks liveness already)."""
+        interval = self.config.dpd_interval_s
+        if interval is None or self.outstanding is not None or self.pending:
+            return None
+        return self.last_heard + interval
 
     def _rto(self, retries: int) -> float:
         return self.config.retransmit_timeout_ms / 1000 * 2**retries
@@ -604,7 +625,9 @@ class IkeSa:
             self.emit(Dropped(self.peer, "no SK payload to authenticate"))
             return None
         try:
-            return open_sk(msg, self.suite, self.keys.inbound(self.initiator))
+            payloads = open_sk(msg, self.suite, self.keys.inbound(self.initiator))
+            self.last_heard = self.now  # authentic: the peer is alive
+            return payloads
         except IntegrityError as exc:
             self.emit(Dropped(self.peer, f"integrity check failed: {exc}"))
             return None

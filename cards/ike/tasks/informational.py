@@ -69,7 +69,11 @@ class ChildDeleteTask(Task):
 
 
 class LivenessTask(Task):
-    """Dead peer detection: an empty INFORMATIONAL request (RFC 7296 2.4)."""
+    """Dead peer detection: an empty INFORMATIONAL request (RFC 7296 2.4). ``retry`` =
+    (seconds between tries, tries) replaces the retransmission policy (DPD settings)."""
+
+    def __init__(self, retry: tuple[float, int] | None = None):
+        self.retry = retry
 
     def process_i(self, sa, ctx: Ctx) -> None:
         sa.alive()
