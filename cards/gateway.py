@@ -69,11 +69,12 @@ def proposal(tset: dict) -> ikecfg.IkeProposal:
 
 
 def esp_proposal(tset: dict) -> ikecfg.ChildProposal:
-    """An `ipsec transform-set` (same defaults as the IKE SA's, less the PRF)."""
-    t = {**DEFAULT_TSET, **tset}
+    """An `ipsec transform-set`: the IKE SA's defaults, no PRF, no PFS unless `group` says."""
+    t = {**DEFAULT_TSET, "group": "none", **tset}
     encr, bits = ENCRYPTION[t["encryption"]]
     integ = Integ.NONE if encr == Encr.AES_GCM_16 else HMAC[t["hmac"]]
-    return ikecfg.ChildProposal(encr, bits, integ)
+    dh = 0 if t["group"] == "none" else GROUP[str(t["group"])]
+    return ikecfg.ChildProposal(encr, bits, integ, dh)
 
 
 def selectors(lines: dict, family: str) -> tuple:
@@ -104,9 +105,31 @@ def child_policies(block: dict, ctx: dict, initiator: bool) -> tuple[ikecfg.Chil
                 ts_local=tsi if initiator else tsr,
                 ts_remote=tsr if initiator else tsi,
                 lifetime_s=int(pl.get("lifetime", 86400)),
+                rekey=bool(pl.get("rekey")),
             )
         )
     return tuple(out) or (ikecfg.ChildPolicy(ts_local=ANY_TS, ts_remote=ANY_TS),)
+
+
+def settings(block: dict, ctx: dict, initiator: bool) -> dict:
+    """IkeConfig fields from a crypto template or map (all but the credentials)."""
+    sets = ctx.get("ikesa-transform-set", {})
+    names = block.get("ikesa-transform-set-list") or []
+    childsa, dpd = block.get("max-childsa") or {}, block.get("dpd") or {}
+    return {
+        "proposals": tuple(proposal(sets.get(n, {})) for n in names) or ikecfg.DEFAULT_PROPOSALS,
+        "retransmit_timeout_ms": int(block.get("ikesa-retransmission-timeout", 500)),
+        "max_retransmissions": int(block.get("ikesa-max-retransmissions", 5)),
+        "setup_timeout_s": float(block.get("ikesa-setup-timer", 30)),
+        "children": child_policies(block, ctx, initiator),
+        "max_children": int(childsa.get("count", 2)),  # StarOS's default max-childsa
+        "overload_action": childsa.get("action", "ignore"),
+        "ike_lifetime_s": int(sets.get(names[0], {}).get("lifetime", 86400)) if names else 86400,
+        "ike_rekey": "ikesa-rekey" in block,
+        "dpd_interval_s": float(dpd["interval"]) if dpd else None,
+        "dpd_retry_s": float(dpd.get("retry-interval", 2)),
+        "dpd_max_retries": int(dpd.get("maximum-retry", 3)),
+    }
 
 
 @dataclass
@@ -186,9 +209,6 @@ class Gateway:
         # certificates; chain_to_send keeps those that link the gateway to the peer's anchor.
         cas = [creds.certificate("ca-certificate", n) for n in creds.names("ca-certificate")]
         intermediates = tuple(c for c in (*chain, *cas) if c.issuer != c.subject)
-        sets = ctx.get("ikesa-transform-set", {})
-        names = block.get("ikesa-transform-set-list") or []
-        proposals = tuple(proposal(sets.get(n, {})) for n in names) or ikecfg.DEFAULT_PROPOSALS
         return ikecfg.IkeConfig(
             credentials=ikecfg.Credentials(
                 creds.certificate("certificate", cert_name),
@@ -199,11 +219,7 @@ class Gateway:
                 creds.certificate("ca-certificate", ca)
                 for ca in block.get("ca-certificate-list", [])
             ),
-            proposals=proposals,
-            retransmit_timeout_ms=int(block.get("ikesa-retransmission-timeout", 500)),
-            max_retransmissions=int(block.get("ikesa-max-retransmissions", 5)),
-            setup_timeout_s=float(block.get("ikesa-setup-timer", 30)),
-            children=child_policies(block, ctx, initiator),
+            **settings(block, ctx, initiator),
         )
 
     def _endpoint(self, local, config: ikecfg.IkeConfig) -> Endpoint:

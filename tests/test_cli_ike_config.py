@@ -105,6 +105,9 @@ config
     crypto template t ikev2-dynamic
       authentication local certificate
       certificate name segw
+      ikev2-ikesa rekey
+      dpd interval 30 retry-interval 5 maximum-retry 4
+      max-childsa 3 overload-action terminate
       payload gtp match childsa match ipv4
         ipsec transform-set list esp-gcm esp-cbc
         tsi start-address 198.51.100.66 end-address 198.51.100.66 protocol 17 start-port 100 end-port 100

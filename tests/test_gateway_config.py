@@ -4,9 +4,9 @@ import ipaddress
 
 from test_cli_ike_config import CHILD_CONFIG, engine
 
-from cards.gateway import ANY_TS, child_policies
+from cards.gateway import ANY_TS, child_policies, settings
 from cards.ike.config import DEFAULT_CHILD_PROPOSALS, ChildProposal
-from cards.ike.const import Encr, Integ
+from cards.ike.const import DhGroup, Encr, Integ
 
 
 def context() -> dict:
@@ -21,8 +21,9 @@ def test_template_payloads_in_configuration_order_with_the_peer_as_tsi():
     assert (gtp.name, oam.name) == ("gtp", "oam")
     assert gtp.proposals == (
         ChildProposal(Encr.AES_GCM_16, 256),
-        ChildProposal(Encr.AES_CBC, 128, Integ.HMAC_SHA2_256_128),
+        ChildProposal(Encr.AES_CBC, 128, Integ.HMAC_SHA2_256_128, DhGroup.ECP_256),  # PFS
     )
+    assert gtp.rekey and not oam.rekey
     (remote,) = gtp.ts_remote  # tsi: the eNodeB's side when the gateway responds
     assert remote.start_addr == remote.end_addr == ipaddress.ip_address("198.51.100.66")
     assert (remote.ip_proto, remote.start_port, remote.end_port) == (17, 100, 100)
@@ -40,3 +41,13 @@ def test_crypto_map_payload_has_the_gateway_as_tsi_and_defaults_to_its_family():
 def test_no_payload_means_any_ipv4_or_ipv6_with_the_default_transform_sets():
     (pl,) = child_policies({}, {}, initiator=False)
     assert pl.ts_local == pl.ts_remote == ANY_TS and pl.proposals == DEFAULT_CHILD_PROPOSALS
+
+
+def test_template_settings_mcsa_dpd_and_rekey():
+    ctx = context()
+    got = settings(ctx["crypto-template"]["t"], ctx, initiator=False)
+    assert (got["max_children"], got["overload_action"]) == (3, "terminate")
+    assert got["ike_rekey"] and got["dpd_interval_s"] == 30.0
+    assert (got["dpd_retry_s"], got["dpd_max_retries"]) == (5.0, 4)
+    cmap = settings(ctx["crypto-map"]["to-core"], ctx, initiator=True)
+    assert cmap["dpd_interval_s"] is None and not cmap["ike_rekey"] and cmap["max_children"] == 2

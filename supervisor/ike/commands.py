@@ -11,6 +11,8 @@
         ca-certificate list ca-cert-name CA [ ca-cert-name CA ]...
         ikev2-ikesa transform-set list T1 [ T2 ... T6 ]
         ikev2-ikesa setup-timer SECONDS | retransmission-timeout MSEC | max-retransmissions N
+        ikev2-ikesa rekey [ disallow-param-change ]       (rekey at ~90% of the lifetime)
+        dpd interval N [ retry-interval R ] [ maximum-retry M ]    (unconfirmed form)
         max-childsa N [ overload-action { ignore | terminate } ]
       wsg-service NAME                                    (cfg-ctx-wsg-service)
         bind address ADDRESS [ port PORT ] crypto-template TEMPLATE   (unconfirmed form)
@@ -58,6 +60,12 @@ HELP = {
     "retransmission-timeout": "First retransmission after this many milliseconds",
     "max-retransmissions": "Retransmissions before giving up",
     "max-childsa": "Child SAs per IKE SA",
+    "rekey": "Rekey the IKE SA at about 90% of its lifetime",
+    "disallow-param-change": "A rekey keeps the negotiated transforms",
+    "dpd": "Dead peer detection",
+    "interval": "Seconds without traffic before a liveness check",
+    "retry-interval": "Seconds between liveness retries",
+    "maximum-retry": "Liveness retries before the peer is declared dead",
     "overload-action": "What to do with a request beyond the maximum",
     "encryption": "Encryption algorithm",
     "group": "Diffie-Hellman group",
@@ -281,6 +289,30 @@ def register(g: Grammar) -> None:
             no=f"ikev2-ikesa {word}",
             help=HELP,
         )
+    g.command(
+        POLICY_MODES,
+        "ikev2-ikesa rekey [ disallow-param-change ]",
+        SetLine(
+            "ikesa-rekey", data=lambda a: {"disallow-param-change": "disallow-param-change" in a}
+        ),
+        no="ikev2-ikesa rekey",
+        help=HELP,
+    )
+    g.command(
+        POLICY_MODES,
+        "dpd interval <interval:INT(10-3600)> [ retry-interval <retry:INT(1-100)> ]"
+        " [ maximum-retry <tries:INT(1-100)> ]",
+        SetLine(
+            "dpd",
+            data=lambda a: {
+                "interval": a["interval"],
+                "retry-interval": a.get("retry", 2),
+                "maximum-retry": a.get("tries", 3),
+            },
+        ),  # fmt: skip
+        no="dpd",
+        help=HELP,
+    )
     g.command(
         TMPL_MODE,
         "max-childsa <count:INT(1-5)> [ overload-action { ignore | terminate }@action ]",
