@@ -434,9 +434,11 @@ def test_chain_to_send(pki):
     assert chain_to_send(leaf, configured, [], []) == [leaf, int2, int1]
     assert chain_to_send(leaf, configured, [spki_sha1(int1)], [root]) == [leaf, int2]
     assert chain_to_send(leaf, configured, [spki_sha1(root)], [root]) == [leaf, int2, int1]
-    # Unknown hashes do not cut the chain; our own anchor list does.
+    # Unknown hashes do not cut the chain, and neither does our own anchor list: it says
+    # what we trust, not what the peer holds (test_ike_chaining, variant ca1+ca1_1).
     assert chain_to_send(leaf, configured, [b"\x00" * 20], []) == [leaf, int2, int1]
-    assert chain_to_send(leaf, configured, [b"\x00" * 20], [int2]) == [leaf]
+    assert chain_to_send(leaf, configured, [b"\x00" * 20], [int2]) == [leaf, int2, int1]
+    assert chain_to_send(leaf, configured, [spki_sha1(root)], [int2, root]) == [leaf, int2, int1]
     # Without a CERTREQ everything but the root goes, whatever our anchors are.
     assert chain_to_send(leaf, configured, [], [int2, int1, root]) == [leaf, int2, int1]
     assert chain_to_send(leaf, [], [spki_sha1(root)], [root]) == [leaf]

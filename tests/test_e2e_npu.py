@@ -4,12 +4,24 @@ card each, retransmissions reach the same card, standby cards and keepalives get
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import threading
 import time
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from helpers import wait_until
-from pki_material import lab
+from pki_material import NOW, lab
+
+from cards.ike.config import Credentials, IkeConfig
+from cards.ike.const import ExchangeType
+from cards.ike.engine import Endpoint
+from cards.ike.events import Send
+from cards.ike.message import Message
+from cards.spi import make_spi, slot_of_spi
+from chassis.npu import steer
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -145,3 +157,143 @@ def test_new_sas_go_only_to_cards_holding_the_credentials(chassis_factory, tmp_p
     finally:
         for sock in peers:
             sock.close()
+
+
+# Two DPCs serve the same wsg-service, no standby. Heartbeats of 200 ms x 50 keep a hung card
+# "active" (in the NPU's steering table) for 10 s, longer than the flood, so the NPU really
+# tries to hand it every datagram: what is checked is the send path to the cards (NOBLOCK,
+# high-water mark), not the card manager's hang detection (test_e2e_chassis covers that).
+HUNG = """\
+name: npuhang
+platform: asr5500
+timers: {heartbeat-interval-ms: 200, heartbeat-liveness: 50}
+cards:
+  5: {type: mio, role: active}
+  1: {type: dpc, role: active}
+  2: {type: dpc, role: active}
+"""
+LIVE, STOPPED = 1, 2
+
+
+def real_init(spi_i: bytes, src: tuple[str, int], gw: tuple[str, int]) -> bytes:
+    """A full IKE_SA_INIT request (SAi1, KEi, Ni, N(NAT_D), ...) made by the cards' engine."""
+    m = lab()
+    own = Credentials(
+        x509.load_pem_x509_certificate(m["gw1.crt"]), load_pem_private_key(m["gw1.key"], None)
+    )
+    cfg = IkeConfig(own, (x509.load_pem_x509_certificate(m["ca.crt"]),))
+    ep = Endpoint(cfg, rand=os.urandom, wall_clock=lambda: NOW, spi_alloc=lambda: spi_i)
+    (send,) = [o for o in ep.initiate(gw, 0.0, local=src) if isinstance(o, Send)]
+    return send.data
+
+
+def spi_for(slot: int, src: tuple[str, int], gw_port: int) -> bytes:
+    """An SPIi whose new IKE_SA_INIT from `src` the NPU's rendezvous hash gives to `slot`."""
+    while True:
+        spi = os.urandom(8)
+        if steer(ike_init(spi), src, gw_port, [LIVE, STOPPED], marked=True).slot == slot:
+            return spi
+
+
+def ike_auth_for(slot: int) -> bytes:
+    """A bare IKE_AUTH request header (Initiator flag set) whose SPIr names `slot`, marked."""
+    spi_r = make_spi(slot, os.urandom(8))
+    header = bytes([0, 0x20, 35, 0x08]) + (1).to_bytes(4, "big") + (28).to_bytes(4, "big")
+    return b"\0\0\0\0" + os.urandom(8) + spi_r + header
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def npu_delta(ch, before: dict, kind: str) -> int:
+    return ch.status()["npu"].get(kind, 0) - before.get(kind, 0)
+
+
+def test_a_hung_card_never_delays_another_cards_traffic(chassis_factory, tmp_path):
+    #  eNodeBs                  NPU (backplane)             DPC 1           DPC 2 (SIGSTOP)
+    #  HDR(SPIr=2..), ... x N  -->  steer: slot 2  ---- queued up to the HWM, then dropped -->X
+    #  HDR, SAi1, KEi, Ni  ------>  steer: slot 1  ------------>
+    #  <--------------------------  HDR, SAr1, KEr, Nr (SPIr=1..)    answered in < 1 s
+    (tmp_path / "t.yaml").write_text(HUNG)
+    ch = chassis_factory(tmp_path / "t.yaml")
+    port = serve_template(ch)
+    gw = ("127.0.0.1", port)
+    prober = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    flooder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    prober.bind(("127.0.0.1", 0))
+    src = prober.getsockname()
+
+    def probe(timeout: float) -> float | None:
+        """A new IKE SA steered to the live card: seconds until its SA_INIT answer, or None."""
+        spi = spi_for(LIVE, src, port)
+        data = real_init(spi, src, gw)
+        start = time.monotonic()
+        prober.sendto(data, gw)
+        while (left := start + timeout - time.monotonic()) > 0:
+            prober.settimeout(left)
+            try:
+                answer = prober.recv(65535)
+            except TimeoutError:
+                break
+            msg = Message.decode(answer[4:])
+            if msg.spi_i == spi:  # not a late answer to an earlier probe
+                assert msg.exchange == ExchangeType.IKE_SA_INIT and msg.is_response
+                assert slot_of_spi(msg.spi_r) == LIVE
+                return time.monotonic() - start
+        return None
+
+    stop_flood = threading.Event()
+
+    def flood():
+        # Paced bursts: what must fill up is the card's queue, not the backplane's UDP buffer.
+        for _ in range(400):  # 40 000 datagrams at most
+            if stop_flood.is_set():
+                return
+            for _ in range(100):
+                flooder.sendto(ike_auth_for(STOPPED), gw)
+            time.sleep(0.01)
+
+    status = ch.status()
+    pid = {s["slot"]: s["pid"] for s in status["slots"]}[STOPPED]
+    backplane = status["backplane_pid"]
+    flooding = threading.Thread(target=flood, daemon=True)
+    try:
+        wait_until(lambda: probe(0.5) is not None, 10, what="the live card answering")
+        rx_before = settled(ch)
+        before = ch.status()["npu"]
+        rss_before = rss_kib(backplane)
+        os.kill(pid, signal.SIGSTOP)
+        flooding.start()
+        rtts: list[float | None] = []
+        deadline = time.monotonic() + 30
+        while True:
+            rtts.append(probe(1.0))
+            steered = npu_delta(ch, before, "ike") - len(rtts)
+            dropped = npu_delta(ch, before, "dropped")
+            if steered >= 5000 and dropped >= 1000 and len(rtts) >= 10:
+                break
+            assert time.monotonic() < deadline, f"flood: {steered} steered, {dropped} dropped"
+            time.sleep(0.05)
+        stop_flood.set()
+        flooding.join(5)
+        # Every new SA for the live card was answered within 1 s while the other card hung.
+        assert None not in rtts and max(rtts) < 1.0, rtts
+        # The hung card's queue stopped at the high-water mark (1000 messages on the
+        # backplane's side, plus what its socket holds): the rest was dropped and counted,
+        # and the backplane's memory did not grow with the flood.
+        steered = npu_delta(ch, before, "ike") - len(rtts)
+        dropped = npu_delta(ch, before, "dropped")
+        assert steered >= 5000 and 0 < steered - dropped <= 3000, (steered, dropped)
+        assert rss_kib(backplane) - rss_before < 32 * 1024
+    finally:
+        stop_flood.set()
+        os.kill(pid, signal.SIGCONT)
+        prober.close()
+    flooding.join(5)
+    flooder.close()
+    # Resumed, the card gets what was queued for it and nothing else: steered = rx + dropped.
+    after = settled(ch)
+    assert after[STOPPED] - rx_before[STOPPED] == steered - dropped, (after, rx_before)
+    assert after[LIVE] - rx_before[LIVE] == len(rtts)

@@ -53,12 +53,14 @@ def chain_to_send(
     """Our certificate and the intermediates above it, up to the CA the peer knows.
 
     The intermediates are put in leaf-up order by following issuer links, so their
-    configured order does not matter and unrelated certificates are left out. After a
-    CERTREQ the walk stops before the first CA the peer requested or that is on our own
-    anchor list; without one we cannot tell what the peer trusts and send every
-    intermediate. Never a self-signed root: a peer can only trust one it already holds.
+    configured order does not matter and unrelated certificates are left out. The walk
+    stops before the first CA the peer named in its CERTREQ; without one (or when it names
+    none of ours) we cannot tell what the peer trusts and send every intermediate. Our own
+    anchor list (``anchors``) does not cut the chain: it says what we trust, not what the
+    peer holds (an operator listing CA1 and CA1_1 must still send CA1_1 to a peer that
+    asked only for CA1). Never a self-signed root: a peer can only trust one it holds.
     """
-    stop = (set(requested) | {spki_sha1(anchor) for anchor in anchors}) if requested else set()
+    stop = set(requested)
     chain = [own]
     current = own
     while True:
