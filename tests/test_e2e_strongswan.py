@@ -6,7 +6,8 @@ charon against the template's CA list and answers with the gateway's certificate
 by the MIO. The first CHILD_SA is negotiated in IKE_AUTH too (the card narrows charon's TS and
 allocates an ESP SPI with its slot in the top byte); this kernel has no ESP, so charon logs the
 negotiated CHILD_SA, fails to install it and deletes it with an INFORMATIONAL, keeping the
-IKE SA (INTEROP.md). The test checks all of it on both sides.
+IKE SA (INTEROP.md). With RSA-2048 and an intermediate, IKE_AUTH is fragmented both ways
+(RFC 7383). The test checks all of it on both sides.
 """
 
 from __future__ import annotations
@@ -171,6 +172,9 @@ connections {{
         assert "segw.example.net" in sas and "AES_GCM_16-256" in sas
         if chain == "rsa-gateway-under-intermediate":
             assert 'received issuer cert "CN=Lab Intermediate"' in charon.log()
+            # RFC 7383 both ways: two RSA-2048 certificates do not fit in 1280 octets
+            assert "generating IKE_AUTH request 1 [ EF(1/2) ]" in charon.log()
+            assert "reassembled fragmented IKE message" in charon.log()
 
         def counters():
             rows = ch.exec("show card table")[0].data["cards"]

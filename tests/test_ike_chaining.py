@@ -94,7 +94,9 @@ def side_config(side: str, scenario: str, anchors: tuple[str, ...]) -> IkeConfig
     # Each side is configured with the intermediate above it when it has one (any order).
     intermediates = (p["CA1_1"],) if issuer == "CA1_1" else ()
     cred = Credentials(p[f"{side}/{issuer}"], key(KEY[side]), intermediates)
-    return IkeConfig(cred, tuple(p[name] for name in anchors))
+    return IkeConfig(
+        cred, tuple(p[name] for name in anchors), fragmentation=False
+    )  # whole messages
 
 
 def expected_chain(side: str, scenario: str, peer_anchors: tuple[str, ...]) -> list:

@@ -115,9 +115,12 @@ KEYS = {"gw": "gw", "enb": "enb", "enb_ec": "ec-enb", "enb_dn": "enb", "enb_rogu
 
 
 def config(who: str, intermediates=(), anchors=None, **over) -> IkeConfig:
+    """Fragmentation is off unless a test asks (the tests index whole messages on the wire;
+    test_ike_fragments.py covers RFC 7383)."""
     p = pki()
     cred = Credentials(p[who], key(KEYS[who]), tuple(intermediates))
-    return IkeConfig(cred, tuple(anchors if anchors is not None else (p["root"],)), **over)
+    anchors = tuple(anchors if anchors is not None else (p["root"],))
+    return IkeConfig(cred, anchors, **{"fragmentation": False, **over})
 
 
 def gw_config(**over) -> IkeConfig:

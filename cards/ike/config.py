@@ -165,6 +165,10 @@ class IkeConfig:
     ike_lifetime_s: int = 86400
     # Dead peer detection (`dpd interval N retry-interval R maximum-retry M`): an empty
     # INFORMATIONAL after N quiet seconds, retried every R seconds (no backoff) M times.
+    # RFC 7383: offered in IKE_SA_INIT; used for messages over fragment_size octets as an IP
+    # datagram (strongSwan's default is 1280 too)
+    fragmentation: bool = True
+    fragment_size: int = 1280
     dpd_interval_s: float | None = None
     dpd_retry_s: float = 2.0
     dpd_max_retries: int = 3

@@ -26,6 +26,7 @@ from .auth import (  # noqa: F401  (re-exported API)
 from .const import Encr, Integ, PayloadType, Prf
 from .dh import DiffieHellman, InvalidKeyExchange  # noqa: F401  (re-exported API)
 from .message import (
+    HEADER_LEN,
     IkeDecodeError,
     Message,
     Payload,
@@ -218,6 +219,33 @@ def seal(
     blob = encrypt_sk(suite, keys, aad, plaintext, rand)
     assert len(blob) == n
     return aad + blob
+
+
+def seal_fragments(
+    msg: Message, inner: list[Payload], suite: Suite, keys: DirectionKeys, rand: Rand,
+    max_len: int,
+) -> list[bytes]:  # fmt: skip
+    """RFC 7383 2.5: the encoded ``inner`` payloads cut into SKF fragments, each a whole IKE
+    message of at most ``max_len`` octets, each encrypted and authenticated on its own (the
+    AAD covers the header, the SKF header and the Fragment Number / Total Fragments)."""
+    plaintext = encode_payloads(inner)
+    first = inner[0].ptype if inner else PayloadType.NONE
+    # header 28, SKF header 4 + 4, IV, ICV; the chunk plus its pad-length octet, padded to
+    # whole blocks, fills what is left
+    avail = max_len - HEADER_LEN - 8 - suite.iv_len - suite.icv_len
+    room = avail // suite.block_len * suite.block_len - 1
+    if room < 64:
+        raise ValueError(f"fragment size {max_len} leaves no room for data")
+    chunks = [plaintext[i : i + room] for i in range(0, len(plaintext), room)] or [b""]
+    out = []
+    for n, chunk in enumerate(chunks, 1):
+        size = sk_blob_length(suite, len(chunk))
+        skf = SkfPayload(first if n == 1 else PayloadType.NONE, n, len(chunks), bytes(size))
+        head = Message(msg.spi_i, msg.spi_r, msg.exchange, msg.flags, msg.message_id, [skf],
+                       msg.minor_version)  # fmt: skip
+        aad = head.encode()[:-size]
+        out.append(aad + encrypt_sk(suite, keys, aad, chunk, rand))
+    return out
 
 
 def open_sk(msg: Message, suite: Suite, keys: DirectionKeys) -> list[Payload]:

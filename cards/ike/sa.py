@@ -28,7 +28,9 @@ from .crypto import (
     IntegrityError,
     derive_ike_keys,
     open_sk,
+    open_skf,
     seal,
+    seal_fragments,
     skeyseed,
     skeyseed_rekey,
 )
@@ -53,8 +55,10 @@ from .message import (
     Message,
     NotifyPayload,
     SaPayload,
+    SkfPayload,
     SkPayload,
     add_non_esp_marker,
+    decode_payloads,
 )
 from .tasks import Ctx, Task
 from .tasks.auth import AuthTask
@@ -72,6 +76,7 @@ from .tasks.init import InitTask
 from .tasks.rekey_ike import IkeRekeyTask
 
 X = ExchangeType
+MAX_FRAGMENTS = 64  # of one message we reassemble (RFC 7383 leaves the limit to us)
 
 
 class State(Enum):
@@ -156,7 +161,7 @@ class IkeSa:
         self.send_mid = 0  # next request we send
         self.recv_mid = 0  # next request we expect
         # (message ID, SHA-256 of the request, our response): answers its retransmissions
-        self.cached: tuple[int, bytes, bytes] | None = None
+        self.cached: tuple[int, bytes, tuple[bytes, ...]] | None = None
         self.outstanding: Outstanding | None = None
         self.pending: list[tuple[int, list[Task]]] = []
         self.setup_deadline: float | None = None
@@ -168,6 +173,9 @@ class IkeSa:
         self.rekeyed_ours = None  # (new SA, nonces) once our rekey was answered
         self.ike_rekey_at: float | None = None
         self.last_heard = 0.0  # the last authenticated message from the peer (DPD)
+        self.fragmenting = False  # both sides sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383)
+        self.reassembly: dict = {}  # the fragments of the message being received
+        self.first_fragment = b""  # fragment 1 of the request just reassembled
         self.ike_expire_at: float | None = None
         self.children: dict[bytes, ChildSa] = {}  # by our (inbound) ESP SPI
         # our inbound ESP SPIs: the endpoint replaces this with its slot-aware, unique allocator
@@ -446,7 +454,7 @@ class IkeSa:
         mid = 0 if exchange == X.IKE_SA_INIT else self.send_mid  # INIT retries reuse ID 0
         data = self._encode(exchange, mid, False, ctx.payloads)
         if exchange == X.IKE_SA_INIT:
-            self.init_request = data
+            self.init_request = data[0]
             if self.state is S.NEW:
                 self.fire(T.INIT_SENT)
         elif exchange == X.IKE_AUTH:
@@ -455,7 +463,7 @@ class IkeSa:
         retry = getattr(tasks[0], "retry", None) if tasks else None
         first = retry[0] if retry else self._rto(0)
         self.outstanding = Outstanding(exchange, tasks, mid, data, now + first, retry=retry)
-        self.emit(self._send(data, self.local, self.peer))
+        self._send(data, self.local, self.peer)
 
     def _on_response(self, msg: Message, now: float) -> None:
         out = self.outstanding
@@ -487,7 +495,7 @@ class IkeSa:
         AuthFailedNotice().build_i(self, ctx)
         data = self._encode(X.INFORMATIONAL, self.send_mid, False, ctx.payloads)
         self.send_mid += 1
-        self.emit(self._send(data, self.local, self.peer))
+        self._send(data, self.local, self.peer)
 
     def _on_timer(self, now: float) -> None:
         if self.setup_deadline is not None and now >= self.setup_deadline:
@@ -506,7 +514,7 @@ class IkeSa:
         out.retries += 1
         out.deadline = now + (out.retry[0] if out.retry else self._rto(out.retries))
         self.emit(Retransmit(self.spi_i, self.spi_r, out.message_id, out.retries))
-        self.emit(self._send(out.data, self.local, self.peer))
+        self._send(out.data, self.local, self.peer)
 
     def _lifetimes(self, now: float) -> None:
         """Responder-triggered MCSA, rekeys at 90% of the lifetime, expiry."""
@@ -552,8 +560,11 @@ class IkeSa:
     def _on_request(self, msg: Message, src: Addr, dst: Addr) -> None:
         mid = msg.message_id
         if self.cached is not None and mid == self.cached[0]:
+            skf = msg.payloads[-1] if msg.payloads else None
+            if isinstance(skf, SkfPayload) and skf.number != 1:
+                return  # RFC 7383 2.6.1: a retransmitted request is answered on its fragment 1
             if _digest(msg.raw) == self.cached[1]:  # a retransmission: the same answer
-                self.emit(self._send(self.cached[2], dst, src))
+                self._send(self.cached[2], dst, src)
             else:
                 self.emit(Dropped(src, f"different request reusing message ID {mid}"))
             return
@@ -602,11 +613,12 @@ class IkeSa:
         # An IKE_SA_INIT refusal keeps no state, so it carries no responder SPI (2.6).
         spi_r = bytes(8) if error is not None and exchange == X.IKE_SA_INIT else None
         data = self._encode(exchange, mid, True, reply.payloads, spi_r)
-        self.recv_mid, self.cached = mid + 1, (mid, _digest(msg.raw), data)
-        self.emit(self._send(data, self.local, self.peer))
+        first, self.first_fragment = self.first_fragment or msg.raw, b""  # fragment 1 if any
+        self.recv_mid, self.cached = mid + 1, (mid, _digest(first), data)
+        self._send(data, self.local, self.peer)
         if error is None:
             if exchange == X.IKE_SA_INIT:
-                self.init_response = data
+                self.init_response = data[0]
                 self.fire(T.INIT_ANSWERED)
         elif exchange == X.IKE_SA_INIT:
             self.fire(T.FAILED)
@@ -617,38 +629,81 @@ class IkeSa:
 
     # ------------------------------------------------------------------ wire
     def _open(self, msg: Message):
-        """Cleartext payloads; None when dropped (bad ICV); an IkeError when malformed inside."""
+        """Cleartext payloads; None when dropped (bad ICV) or when fragments are still missing;
+        an IkeError when malformed inside."""
         if msg.exchange == X.IKE_SA_INIT:
             return msg.payloads
-        if self.keys is None or not msg.payloads or not isinstance(msg.payloads[-1], SkPayload):
-            # Unauthenticated (no SK, or SKF: fragmentation is not negotiated): never answered.
-            self.emit(Dropped(self.peer, "no SK payload to authenticate"))
+        last = msg.payloads[-1] if msg.payloads else None
+        if self.keys is None or not isinstance(last, SkPayload | SkfPayload):
+            self.emit(Dropped(self.peer, "no SK payload to authenticate"))  # never answered
             return None
+        keys = self.keys.inbound(self.initiator)
         try:
-            payloads = open_sk(msg, self.suite, self.keys.inbound(self.initiator))
-            self.last_heard = self.now  # authentic: the peer is alive
-            return payloads
+            if isinstance(last, SkfPayload):
+                return self._reassemble(msg, last, keys)
+            payloads = open_sk(msg, self.suite, keys)
         except IntegrityError as exc:
             self.emit(Dropped(self.peer, f"integrity check failed: {exc}"))
             return None
         except IkeDecodeError as exc:
             return IkeError.from_decode(exc)
+        self.last_heard = self.now  # authentic: the peer is alive
+        return payloads
+
+    def _reassemble(self, msg: Message, skf: SkfPayload, keys):
+        """RFC 7383 2.6: every fragment is authenticated on its own and kept until all of its
+        message are in; then the plaintexts joined are one payload chain."""
+        if not self.fragmenting:
+            self.emit(Dropped(self.peer, "a fragment, but fragmentation was not negotiated"))
+            return None
+        _, plain = open_skf(msg, self.suite, keys)
+        self.last_heard = self.now
+        key = (msg.message_id, msg.is_response, skf.total)
+        buf = self.reassembly
+        if buf.get("key") != key:  # a new message (fragments of an older one are dropped)
+            if skf.total > MAX_FRAGMENTS:
+                self.emit(Dropped(self.peer, f"{skf.total} fragments (at most {MAX_FRAGMENTS})"))
+                return None
+            buf.clear()
+            buf.update(key=key, parts={})
+        buf["parts"].setdefault(skf.number, plain)
+        if skf.number == 1:
+            buf["first"], buf["first_raw"] = skf.first_inner, msg.raw
+        if len(buf["parts"]) < skf.total:
+            return None
+        data = b"".join(buf["parts"][n] for n in range(1, skf.total + 1))
+        self.first_fragment = buf["first_raw"]  # what a retransmission is recognised by
+        first = buf["first"]
+        buf.clear()
+        return decode_payloads(first, data)
 
     def _encode(self, exchange: int, mid: int, response: bool, payloads: list,
-                spi_r: bytes | None = None) -> bytes:  # fmt: skip
+                spi_r: bytes | None = None) -> tuple[bytes, ...]:  # fmt: skip
+        """The datagrams of one message: one, or RFC 7383 fragments when both sides support
+        them and it would not fit in ``fragment_size`` (an IP datagram)."""
         flags = (FLAG_INITIATOR if self.initiator else 0) | (FLAG_RESPONSE if response else 0)
         head = Message(self.spi_i, self.spi_r if spi_r is None else spi_r, exchange, flags, mid)
         if exchange == X.IKE_SA_INIT:
             head.payloads = list(payloads)
-            return head.encode()
-        return seal(head, payloads, self.suite, self.keys.outbound(self.initiator), self.rand)
+            return (head.encode(),)
+        keys = self.keys.outbound(self.initiator)
+        data = seal(head, payloads, self.suite, keys, self.rand)
+        limit = self._max_datagram()
+        if not self.fragmenting or len(data) <= limit:
+            return (data,)
+        return tuple(seal_fragments(head, payloads, self.suite, keys, self.rand, limit))
 
-    @staticmethod
-    def _send(data: bytes, src: Addr, dst: Addr) -> Send:
+    def _max_datagram(self) -> int:
+        """Largest IKE message in one fragment: the IP datagram less IP, UDP, marker."""
+        ip_udp = 48 if ":" in self.peer[0] else 28
+        marker = 0 if 500 in (self.local[1], self.peer[1]) else 4
+        return self.config.fragment_size - ip_udp - marker
+
+    def _send(self, datagrams: tuple[bytes, ...], src: Addr, dst: Addr) -> None:
         # RFC 3948 framing: when neither port is 500 every IKE packet carries the marker.
-        if 500 not in (src[1], dst[1]):
-            data = add_non_esp_marker(data)
-        return Send(data, src, dst)
+        marked = 500 not in (src[1], dst[1])
+        for data in datagrams:
+            self.emit(Send(add_non_esp_marker(data) if marked else data, src, dst))
 
     # ------------------------------------------------------------------ checkpoints
     def to_checkpoint(self) -> dict:
@@ -666,9 +721,10 @@ class IkeSa:
             "keys": {k: v.hex() for k, v in asdict(self.keys).items()},
             "send_mid": self.send_mid,
             "recv_mid": self.recv_mid,
-            "cached": [self.cached[0], self.cached[1].hex(), self.cached[2].hex()]
+            "cached": [self.cached[0], self.cached[1].hex(), [d.hex() for d in self.cached[2]]]
             if self.cached
             else None,
+            "fragmenting": self.fragmenting,
             "local": list(self.local),
             "peer": list(self.peer),
             "peer_id": self.peer_id,
@@ -692,7 +748,9 @@ class IkeSa:
         sa.send_mid, sa.recv_mid = int(d["send_mid"]), int(d["recv_mid"])
         if d["cached"] is not None:
             mid, digest, data = d["cached"]
-            sa.cached = (int(mid), bytes.fromhex(digest), bytes.fromhex(data))
+            data = [data] if isinstance(data, str) else data  # one datagram before fragments
+            sa.cached = (int(mid), bytes.fromhex(digest), tuple(bytes.fromhex(x) for x in data))
+        sa.fragmenting = bool(d.get("fragmenting", False))
         sa.peer_id, sa.peer_cert_subject = d["peer_id"], d["peer_cert_subject"]
         sa.nat_local, sa.nat_remote = (bool(x) for x in d["nat"])
         for c in d.get("children", []):  # absent in checkpoints from before CHILD_SAs

@@ -41,6 +41,8 @@ class InitTask(Task):
             NoncePayload(sa.ni),
         ]
         _add_natd(sa, ctx, bytes(8))
+        if cfg.fragmentation:
+            ctx.add_notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED)
         ctx.add_notify(
             NotifyType.SIGNATURE_HASH_ALGORITHMS, hash_algorithms_data(cfg.hash_algorithms)
         )
@@ -76,6 +78,7 @@ class InitTask(Task):
         sa.set_keys(chosen, _shared(self.dh, ke))
         _check_natd(sa, ctx)
         sa.peer_hashes = _hashes(ctx)
+        sa.fragmenting = _fragmentation(sa, ctx)
 
     # ---------------------------------------------------------------- responder
     def process_r(self, sa, ctx: Ctx) -> None:
@@ -89,6 +92,7 @@ class InitTask(Task):
         sa.set_keys(chosen, _shared(self.dh, ke))
         _check_natd(sa, ctx)
         sa.peer_hashes = _hashes(ctx)
+        sa.fragmenting = _fragmentation(sa, ctx)
 
     def build_r(self, sa, ctx: Ctx) -> None:
         ctx.payloads += [
@@ -97,6 +101,8 @@ class InitTask(Task):
             NoncePayload(sa.nr),
         ]
         _add_natd(sa, ctx, sa.spi_r)
+        if sa.fragmenting:  # only in answer to the initiator's (RFC 7383 2.3)
+            ctx.add_notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED)
         ctx.add_notify(
             NotifyType.SIGNATURE_HASH_ALGORITHMS, hash_algorithms_data(sa.config.hash_algorithms)
         )
@@ -132,6 +138,12 @@ def natd_hash(spi_i: bytes, spi_r: bytes, addr: tuple[str, int]) -> bytes:
     except ValueError:
         ip = str(addr[0]).encode()
     return hashlib.sha1(spi_i + spi_r + ip + int(addr[1]).to_bytes(2, "big")).digest()
+
+
+def _fragmentation(sa, ctx: Ctx) -> bool:
+    """RFC 7383 2.3: fragments are used when both sides announced support."""
+    peer = ctx.notify(NotifyType.IKEV2_FRAGMENTATION_SUPPORTED) is not None
+    return sa.config.fragmentation and peer
 
 
 def _add_natd(sa, ctx: Ctx, spi_r: bytes) -> None:
