@@ -255,6 +255,8 @@ class Gateway:
 
     def receive(self, local, remote, data: bytes, now: float) -> list | None:
         endpoint = self.endpoints.get((local[0], int(local[1])))
+        if endpoint is None and int(local[1]) == 4500:  # the NAT-T port of a service on 500
+            endpoint = self.endpoints.get((local[0], 500))
         if endpoint is None:
             return None
         return endpoint.receive(data, (remote[0], int(remote[1])), (local[0], int(local[1])), now)

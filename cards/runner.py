@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import importlib
 import logging
 import os
 import secrets
@@ -61,6 +62,7 @@ class Card:
         self.credentials = Credentials()
         self.credentials.pushed = self.cred_replica.entries
         self.template_status: dict[str, str] = {}
+        self.loading_gateway = False
         self.owned_maps: list[str] = []  # crypto maps the supervisor has this card initiate
         self.gateway = None  # built when a service is bound: the IKE modules take 0.1 s to load
         self.counters: Counter[str] = Counter()
@@ -292,13 +294,10 @@ class Card:
             for kind in ("wsg-service", "crypto-map")
             for block in ctx.get(kind, {}).values()
         ):
-            from cards.gateway import Gateway
-
-            cookie = (self.run.keys / "ike-cookie.secret").read_bytes()
-            self.gateway = Gateway(
-                self.slot, os.urandom, lambda: datetime.datetime.now(datetime.UTC), cookie
-            )
-            self.gateway.owned = set(self.owned_maps)
+            if not self.loading_gateway:
+                self.loading_gateway = True
+                self._spawn(self._load_gateway())
+            return  # readiness is reported once the gateway can answer
         if self.gateway is not None:
             self.gateway.configure(tree, self.credentials)
         if status == self.template_status and not force:
@@ -309,6 +308,18 @@ class Card:
                 log.log(level, "crypto template %s: %s", name, state)
         self.template_status = status
         self._report()
+
+    async def _load_gateway(self) -> None:
+        """Import the IKE engine (0.1-0.3 s of CPU) in a thread: the event loop keeps sending
+        heartbeats meanwhile (the GIL switches every 5 ms), so a busy machine does not make
+        the supervisor declare this card hung."""
+        module = await asyncio.to_thread(importlib.import_module, "cards.gateway")
+        cookie = (self.run.keys / "ike-cookie.secret").read_bytes()
+        self.gateway = module.Gateway(
+            self.slot, os.urandom, lambda: datetime.datetime.now(datetime.UTC), cookie
+        )
+        self.gateway.owned = set(self.owned_maps)
+        self.check_templates(force=True)
 
     def _report(self) -> None:
         self.reported = dict(self.counters)

@@ -41,7 +41,9 @@ class Npu:
         self.counts: Counter[str] = Counter()
 
     async def bind(self, binds: list[dict]) -> None:
-        """Listen on exactly these addresses (close the others)."""
+        """Listen on exactly these addresses (close the others). A service on port 500 gets
+        the NAT-T port 4500 of its address too (RFC 7296 2.23: peers float there)."""
+        binds = [*binds, *({**b, "port": 4500} for b in binds if int(b["port"]) == 500)]
         wanted = {(b["address"], int(b["port"])) for b in binds}
         self.allowed = {(b["address"], int(b["port"])): set(b.get("slots", [])) for b in binds}
         for local in set(self.transports) - wanted:

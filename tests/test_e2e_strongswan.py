@@ -37,13 +37,26 @@ cards:
 """
 
 
-def free_udp_port(pairs: int = 1) -> int:
+_handed_out: set[int] = set()
+
+
+def free_udp_port() -> int:
+    """A UDP port that is free together with the next one (charon takes port and port + 1
+    for NAT-T), never handed out before in this process: two peers of one test must not
+    collide on port + 1."""
     while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port < 65000:
-            return port
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as a:
+            a.bind(("127.0.0.1", 0))
+            port = a.getsockname()[1]
+            if port >= 65000 or {port, port + 1, port - 1} & _handed_out:
+                continue
+            try:
+                with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as b:
+                    b.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        _handed_out.update({port, port + 1})
+        return port
 
 
 def _cert(subject, key, issuer, issuer_key, *, ca=False, san=None):
@@ -79,8 +92,10 @@ def pem(obj) -> bytes:
         # The reference's CA-chaining scenarios, RSA-2048: one side under an intermediate CA.
         ("127.0.0.1", "10.0.0.0/8", "rsa-gateway-under-intermediate"),
         ("127.0.0.1", "10.0.0.0/8", "rsa-enodeb-under-intermediate"),
+        # The gateway on port 500: charon (MOBIKE on) floats IKE_AUTH to 4500 (RFC 7296 2.23)
+        ("127.0.0.1", "10.0.0.0/8", "ec-port500"),
     ],
-    ids=["ipv4", "ipv6", "rsa-gw-intermediate", "rsa-enb-intermediate"],
+    ids=["ipv4", "ipv6", "rsa-gw-intermediate", "rsa-enb-intermediate", "port500-float"],
 )
 def test_strongswan_brings_an_ike_sa_up(chassis_factory, tmp_path, addr, remote_ts, chain):
     if chain.startswith("rsa"):
@@ -100,7 +115,7 @@ def test_strongswan_brings_an_ike_sa_up(chassis_factory, tmp_path, addr, remote_
     files = {"ca.crt": pem(ca), "int.crt": pem(inter), "gw.crt": pem(gw), "gw.key": pem(gw_key)}
     for name, data in files.items():
         (ch.run.flash / name).write_bytes(data)
-    gw_port, enb_port = free_udp_port(), free_udp_port()
+    gw_port, enb_port = (500 if chain == "ec-port500" else free_udp_port()), free_udp_port()
     res = ch.exec(
         "configure",
         "ca-certificate name lab-root pem url /flash/ca.crt",
@@ -136,7 +151,7 @@ connections {{
     local_port = {enb_port}
     remote_port = {gw_port}
     proposals = aes256gcm16-prfsha256-ecp256
-    mobike = no
+    mobike = {"yes" if chain == "ec-port500" else "no"}
     dpd_delay = 1s
     local {{
       auth = pubkey
@@ -175,6 +190,9 @@ connections {{
             # RFC 7383 both ways: two RSA-2048 certificates do not fit in 1280 octets
             assert "generating IKE_AUTH request 1 [ EF(1/2) ]" in charon.log()
             assert "reassembled fragmented IKE message" in charon.log()
+        if chain == "ec-port500":  # IKE_AUTH went to the NAT-T port and was answered there
+            assert "to 127.0.0.1[4500]" in charon.log()
+            assert "received packet: from 127.0.0.1[4500]" in charon.log()
 
         def counters():
             rows = ch.exec("show card table")[0].data["cards"]
@@ -197,7 +215,10 @@ connections {{
             and row["state"] == "ESTABLISHED"
             and row["role"] == "responder"
         )
-        assert row["peer_id"] == "enb1.example.net" and row["local"] == f"{addr}:{gw_port}"
+        assert (
+            row["peer_id"] == "enb1.example.net"
+            and row["local"] == f"{addr}:{4500 if gw_port == 500 else gw_port}"
+        )
         assert "enb1.example.net" in shown.output
         summary = ch.exec("show crypto ikev2-ikesa security-associations summary")[0]
         assert summary.data["established"] == 1 and summary.data["per_card"][str(serving[0])] == 1
@@ -238,6 +259,7 @@ connections {{
         assert ch.exec("show crypto ikev2-ikesa security-associations")[0].data["sas"] == []
     except AssertionError:
         print(charon.log()[-4000:])
+        print("chassis status:", ch.status())
         raise
     finally:
         charon.stop()

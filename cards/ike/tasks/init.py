@@ -79,6 +79,9 @@ class InitTask(Task):
         _check_natd(sa, ctx)
         sa.peer_hashes = _hashes(ctx)
         sa.fragmenting = _fragmentation(sa, ctx)
+        if (sa.nat_local or sa.nat_remote) and sa.local[1] == sa.peer[1] == 500:
+            # RFC 7296 2.23: behind a NAT, IKE_AUTH and the rest go port 4500 to port 4500
+            sa.local, sa.peer = (sa.local[0], NAT_T_PORT), (sa.peer[0], NAT_T_PORT)
 
     # ---------------------------------------------------------------- responder
     def process_r(self, sa, ctx: Ctx) -> None:
@@ -129,6 +132,9 @@ def _hashes(ctx: Ctx) -> tuple[HashAlg, ...]:
         return ()
     raw = [int.from_bytes(n.data[i : i + 2], "big") for i in range(0, len(n.data) - 1, 2)]
     return tuple(HashAlg(h) for h in raw if h in HashAlg._value2member_map_)
+
+
+NAT_T_PORT = 4500
 
 
 def natd_hash(spi_i: bytes, spi_r: bytes, addr: tuple[str, int]) -> bytes:
