@@ -26,6 +26,7 @@ from cards.credentials import Credentials
 from cards.ike import config as ikecfg
 from cards.ike.const import DhGroup, Encr, Integ, Prf, TsType
 from cards.ike.engine import Endpoint
+from cards.pools import AddressPool, Pools
 from cards.spi import make_spi
 
 log = logging.getLogger("gateway")
@@ -132,6 +133,17 @@ def settings(block: dict, ctx: dict, initiator: bool) -> dict:
     }
 
 
+def address_pools(names: list[str], ctx: dict, share: dict) -> Pools | None:
+    """The service's `ip address pool name` list as this card's share of each pool."""
+    pools = []
+    for name in names:
+        v4, v6 = ctx.get("ip-pool", {}).get(name), ctx.get("ipv6-pool", {}).get(name)
+        network = f"{v4['address']}/{v4['mask']}" if v4 else v6["prefix"] if v6 else None
+        if network is not None:
+            pools.append(AddressPool(name, network, share["index"], share["of"]))
+    return Pools(pools) if pools else None
+
+
 @dataclass
 class MapState:
     """A crypto map this card serves: its peer, and the IKE SA it keeps up when it owns it."""
@@ -153,8 +165,10 @@ class Gateway:
         self.maps: dict[tuple[str, int], MapState] = {}  # by the map's local address
         self.owned: set[str] = set()  # crypto maps the supervisor asked this card to initiate
 
-    def configure(self, tree: dict, credentials: Credentials) -> None:
-        """(Re)build the endpoints whose service, map, template or credentials changed."""
+    def configure(self, tree: dict, credentials: Credentials, share: dict | None = None) -> None:
+        """(Re)build the endpoints whose service, map, template or credentials changed.
+        ``share`` is this card's share of the IP pools ({"index": k, "of": n})."""
+        share = share or {"index": 0, "of": 1}
         ready = templates.readiness(tree, credentials)
         wanted: dict[tuple[str, int], str] = {}
         maps: dict[tuple[str, int], MapState] = {}
@@ -164,7 +178,8 @@ class Gateway:
                 bind = svc.get("bind")
                 tmpl = bind and ctx.get("crypto-template", {}).get(bind["template"])
                 if tmpl:
-                    blocks.append((bind, f"{ctx_name}/{bind['template']}", tmpl, False))
+                    pools = {"pools": list((svc.get("ip-address-pool") or {}).values())}
+                    blocks.append((bind, f"{ctx_name}/{bind['template']}", {**tmpl, **pools}, False))
             for name, cmap in ctx.get("crypto-map", {}).items():
                 if cmap.get("bind") and cmap.get("peer"):
                     blocks.append((cmap["bind"], templates.map_key(ctx_name, name), cmap, True))
@@ -174,7 +189,7 @@ class Gateway:
                 local = (bind["address"], int(bind["port"]))
                 fingerprint = json.dumps(
                     [block, ctx.get("ikesa-transform-set", {}), ctx.get("ipsec-transform-set", {}),
-                     credentials.summary()],
+                     credentials.summary(), ctx.get("ip-pool"), ctx.get("ipv6-pool"), share],
                     sort_keys=True,
                     default=str,
                 )  # fmt: skip
@@ -185,7 +200,7 @@ class Gateway:
                     keep = old and old.name == name and old.peer == peer
                     maps[local] = old if keep else MapState(name, peer)
                 if self._built.get(local) != fingerprint:
-                    config = self._config(block, ctx, credentials, initiator)
+                    config = self._config(block, ctx, credentials, initiator, share)
                     self.endpoints[local] = self._endpoint(local, config)
                     self._built[local] = fingerprint
                     if initiator:
@@ -197,7 +212,7 @@ class Gateway:
             log.info("no longer serving %s:%d", *local)
         self.maps = maps
 
-    def _config(self, block: dict, ctx: dict, creds: Credentials, initiator: bool):
+    def _config(self, block: dict, ctx: dict, creds: Credentials, initiator: bool, share):
         cert_name = block["certificate"]
         own = creds.require(cert_name)
         chain = (
@@ -220,6 +235,7 @@ class Gateway:
                 for ca in block.get("ca-certificate-list", [])
             ),
             **settings(block, ctx, initiator),
+            addresses=address_pools(block.get("pools", []), ctx, share),
         )
 
     def _endpoint(self, local, config: ikecfg.IkeConfig) -> Endpoint:

@@ -290,8 +290,10 @@ class Supervisor:
             return
         self.published_version = self.engine.version
         projection = self.engine.projection()
-        for slot in self.packet_slots:
+        for index, slot in enumerate(sorted(self.packet_slots)):
             self.fanout.set_config(slot, "config", projection)
+            # each card hands out its own share of every IP pool (cards/pools.py)
+            self.fanout.set_config(slot, "pool-share", {"index": index, "of": len(self.packet_slots)})
         contexts = projection["config"].get("context", {}).items()
         self.services = [
             {**svc["bind"], "template": f"{ctx_name}/{svc['bind']['template']}"}

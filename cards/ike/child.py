@@ -231,6 +231,19 @@ def narrow(peer: Sequence[TrafficSelector], ours: Sequence[TrafficSelector]):
     return tuple(out)
 
 
+def host_ts(address: str) -> TrafficSelector:
+    ip = ipaddress.ip_address(address)
+    kind = TsType.IPV4_ADDR_RANGE if ip.version == 4 else TsType.IPV6_ADDR_RANGE
+    return TrafficSelector(kind, 0, 0, 65535, ip, ip)
+
+
+def pin(selectors: Sequence[TrafficSelector], addresses: Sequence[str]):
+    """The peer's side cut down to the inner addresses it was given (CP); none: unchanged."""
+    if not addresses:
+        return tuple(selectors)
+    return narrow(selectors, [host_ts(a) for a in addresses])
+
+
 def contains(outer: Sequence[TrafficSelector], inner: Sequence[TrafficSelector]) -> bool:
     """Every selector of ``inner`` lies inside one of ``outer``."""
     return all(any(intersect(i, o) == i for o in outer) for i in inner)

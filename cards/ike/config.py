@@ -165,6 +165,11 @@ class IkeConfig:
     ike_lifetime_s: int = 86400
     # Dead peer detection (`dpd interval N retry-interval R maximum-retry M`): an empty
     # INFORMATIONAL after N quiet seconds, retried every R seconds (no backoff) M times.
+    # Inner addresses (CP): a responder serves CFG_REQUESTs from ``addresses`` (cards.pools.Pools:
+    # allocate(version), release(address), reserve(address)); an initiator asks for the IP
+    # versions in ``request_addresses``.
+    addresses: object | None = None
+    request_addresses: tuple[int, ...] = ()
     # RFC 7383: offered in IKE_SA_INIT; used for messages over fragment_size octets as an IP
     # datagram (strongSwan's default is 1280 too)
     fragmentation: bool = True

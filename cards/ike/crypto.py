@@ -208,8 +208,41 @@ def seal(
     msg: Message, inner: list[Payload], suite: Suite, keys: DirectionKeys, rand: Rand
 ) -> bytes:
     """Encode ``msg`` (its own payloads first) with ``inner`` payloads inside a final SK."""
-    plaintext = encode_payloads(inner)
-    first = inner[0].ptype if inner else PayloadType.NONE
+    return _seal(msg, encode_payloads(inner), _first(inner), suite, keys, rand)
+
+
+def seal_fragments(
+    msg: Message, inner: list[Payload], suite: Suite, keys: DirectionKeys, rand: Rand,
+    max_len: int,
+) -> list[bytes]:  # fmt: skip
+    """RFC 7383 2.5: the encoded ``inner`` payloads cut into SKF fragments, each a whole IKE
+    message of at most ``max_len`` octets, each encrypted and authenticated on its own (the
+    AAD covers the header, the SKF header and the Fragment Number / Total Fragments)."""
+    return _fragments(msg, encode_payloads(inner), _first(inner), suite, keys, rand, max_len)
+
+
+def seal_message(
+    msg: Message, inner: list[Payload], suite: Suite, keys: DirectionKeys, rand: Rand,
+    max_len: int | None = None,
+) -> list[bytes]:  # fmt: skip
+    """The datagrams of one protected message: ``seal``, or ``seal_fragments`` when
+    ``max_len`` is given and the sealed message would be longer. The payloads are encoded
+    once and only what is sent is encrypted."""
+    plaintext, first = encode_payloads(inner), _first(inner)
+    if max_len is not None:
+        # header, msg's own payloads, the SK generic header, IV | ciphertext | ICV
+        whole = HEADER_LEN + len(encode_payloads(msg.payloads)) + 4
+        if whole + sk_blob_length(suite, len(plaintext)) > max_len:
+            return _fragments(msg, plaintext, first, suite, keys, rand, max_len)
+    return [_seal(msg, plaintext, first, suite, keys, rand)]
+
+
+def _first(inner: list[Payload]) -> int:
+    return inner[0].ptype if inner else PayloadType.NONE
+
+
+def _seal(msg: Message, plaintext: bytes, first: int, suite: Suite, keys: DirectionKeys,
+          rand: Rand) -> bytes:  # fmt: skip
     n = sk_blob_length(suite, len(plaintext))
     placeholder = Message(
         msg.spi_i, msg.spi_r, msg.exchange, msg.flags, msg.message_id,
@@ -221,15 +254,8 @@ def seal(
     return aad + blob
 
 
-def seal_fragments(
-    msg: Message, inner: list[Payload], suite: Suite, keys: DirectionKeys, rand: Rand,
-    max_len: int,
-) -> list[bytes]:  # fmt: skip
-    """RFC 7383 2.5: the encoded ``inner`` payloads cut into SKF fragments, each a whole IKE
-    message of at most ``max_len`` octets, each encrypted and authenticated on its own (the
-    AAD covers the header, the SKF header and the Fragment Number / Total Fragments)."""
-    plaintext = encode_payloads(inner)
-    first = inner[0].ptype if inner else PayloadType.NONE
+def _fragments(msg: Message, plaintext: bytes, first: int, suite: Suite, keys: DirectionKeys,
+               rand: Rand, max_len: int) -> list[bytes]:  # fmt: skip
     # header 28, SKF header 4 + 4, IV, ICV; the chunk plus its pad-length octet, padded to
     # whole blocks, fills what is left
     avail = max_len - HEADER_LEN - 8 - suite.iv_len - suite.icv_len

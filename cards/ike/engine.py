@@ -139,6 +139,9 @@ class Endpoint:
         sa.new_esp_spi, sa.new_ike_spi = self._new_esp_spi, self._new_spi
         self.sas[sa.my_spi] = sa
         self.esp_spis.update(sa.children)
+        if self.config.addresses is not None:  # its inner addresses are taken again
+            for address in sa.assigned:
+                self.config.addresses.reserve(address)
         return sa
 
     # ------------------------------------------------------------------ dispatch

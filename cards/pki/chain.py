@@ -173,13 +173,16 @@ def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
 
 
 def _check_validity(cert: x509.Certificate, now: dt.datetime, role: str) -> None:
-    label = f"{role} {describe(cert)}"
+    # The label (an RFC 4514 rendering) is built only for a refusal: most chains pass.
     if now < cert.not_valid_before_utc:
         raise ChainError(
-            f"{label} is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M:%SZ}"
+            f"{role} {describe(cert)} is not valid before "
+            f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M:%SZ}"
         )
     if now > cert.not_valid_after_utc:
-        raise ChainError(f"{label} expired at {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ}")
+        raise ChainError(
+            f"{role} {describe(cert)} expired at {cert.not_valid_after_utc:%Y-%m-%d %H:%M:%SZ}"
+        )
 
 
 def _check_critical(cert: x509.Certificate) -> None:

@@ -16,6 +16,8 @@
         max-childsa N [ overload-action { ignore | terminate } ]
       wsg-service NAME                                    (cfg-ctx-wsg-service)
         bind address ADDRESS [ port PORT ] crypto-template TEMPLATE   (unconfirmed form)
+        ip address pool name POOL   (up to 16, IPv4 `ip pool` or `ipv6 pool`; unconfirmed form)
+      ipv6 pool NAME prefix X:X::X:X/N                    (unconfirmed form)
       crypto map NAME { ikev2-ipv4 | ikev2-ipv6 }         (cfg-crypto-ikev2-ipv4-map, confirmed)
         peer ADDRESS [ port PORT ]                        (unconfirmed)
         bind address ADDRESS [ port PORT ]                (ours: the gateway's side)
@@ -81,6 +83,10 @@ HELP = {
     "ikev2-ipv4": "IKEv2 over IPv4",
     "ikev2-ipv6": "IKEv2 over IPv6",
     "peer": "The peer's address",
+    "ipv6": "IPv6 settings",
+    "pool": "An address pool for the eNodeBs' inner addresses",
+    "prefix": "The pool's IPv6 prefix (X:X::X:X/N)",
+    "ip": "IP settings",
 }
 
 
@@ -137,6 +143,32 @@ def _bind(args: dict, ctx: Any) -> None:
             "template": a["template"],
         },
     )(args, ctx)
+
+
+IPV6_PREFIX = "STRING(3-43)"
+
+
+def _prefix(text: str, version: int) -> str:
+    try:
+        net = ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        raise CommandFailure(f"invalid prefix {text}: {exc}") from None
+    if net.version != version:
+        raise CommandFailure(f"{text} is not an IPv{version} prefix")
+    return str(net)
+
+
+def _service_pool(args: dict, ctx: Any) -> None:
+    """`ip address pool name P`: up to 16 pools per service, tried in order (S17)."""
+    context, name = ctx.block.parent, args["pool"]
+    if context.get("ip-pool", name) is None and context.get("ipv6-pool", name) is None:
+        raise CommandFailure(f"ip pool {name} is not configured in this context")
+    if (
+        ctx.block.get("ip-address-pool", name) is None
+        and len(ctx.block.all("ip-address-pool")) >= 16
+    ):
+        raise CommandFailure("at most 16 pools per service")
+    SetLine("ip-address-pool", "pool", data=lambda a: name)(args, ctx)
 
 
 def _enter_map(args: dict, ctx: Any) -> None:
@@ -362,6 +394,23 @@ def register(g: Grammar) -> None:
               _map_bind, no="bind address", no_handler=lambda a, ctx: SetLine("bind").remove(a, ctx),
               help=HELP)  # fmt: skip
     payloads.register(g, TMPL_MODE, MAP_MODES)
+
+    # --- inner addresses for the eNodeBs (CP): IPv6 pools and the service's pool list
+    g.command(
+        "config-ctx",
+        f"ipv6 pool <name:NAME(1-31)> prefix <prefix:{IPV6_PREFIX}>",
+        SetLine("ipv6-pool", "name", data=lambda a: {"prefix": _prefix(a["prefix"], 6)}),
+        no="ipv6 pool <name:NAME(1-31)>",
+        help=HELP,
+    )
+    g.command(
+        WSG_MODE,
+        "ip address pool name <pool:NAME(1-31)>",
+        _service_pool,
+        no="ip address pool name <pool:NAME(1-31)>",
+        no_handler=lambda a, ctx: SetLine("ip-address-pool", "pool").remove(a, ctx),
+        help=HELP,
+    )
 
     # --- the service
     g.command(

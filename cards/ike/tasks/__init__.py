@@ -8,6 +8,8 @@ message IDs, encryption and retransmission; tasks only read and write payloads.
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..const import NotifyType
@@ -51,3 +53,31 @@ class Task:
 
     def build_r(self, sa, ctx: Ctx) -> None:
         pass
+
+
+# id(config) -> (weak reference to it, what was derived from it)
+_DERIVED: dict[int, tuple[weakref.ref, dict]] = {}
+
+
+def derived(config, key, make: Callable[[], object]):
+    """``make()``, computed once per configuration object (IkeConfig is immutable): what every
+    SA of an endpoint would otherwise recompute from it (own chain, CERTREQ, identity)."""
+    entry = _DERIVED.get(id(config))
+    if entry is None or entry[0]() is not config:
+        ident = id(config)
+
+        def forget(ref, ident=ident):
+            if _DERIVED.get(ident, (None,))[0] is ref:
+                del _DERIVED[ident]
+
+        try:
+            ref = weakref.ref(config, forget)
+        except TypeError:  # not weakly referenceable (a stand-in config): no cache
+            return make()
+        entry = _DERIVED[ident] = (ref, {})
+    values = entry[1]
+    try:
+        return values[key]
+    except KeyError:
+        value = values[key] = make()
+        return value

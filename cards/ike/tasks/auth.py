@@ -20,7 +20,7 @@ from ..const import AuthMethod, CertEncoding, IdType, NotifyType, PayloadType
 from ..crypto import AuthenticationFailed, sign_auth, signed_octets, verify_auth
 from ..errors import AuthenticationFailure, InvalidSyntax, PeerRefused
 from ..message import AuthPayload, CertPayload, IdPayload
-from . import Ctx, Task
+from . import Ctx, Task, derived
 
 
 class AuthTask(Task):
@@ -46,20 +46,40 @@ class AuthTask(Task):
 
 
 def _own(sa, id_ptype: int) -> list:
-    cfg, cred = sa.config, sa.config.credentials
-    id_type, id_data = cfg.identity()
+    cfg = sa.config
+    id_type, id_data = derived(cfg, "identity", cfg.identity)
     idp = IdPayload(id_type, id_data, id_ptype)
-    try:
-        chain = chain_to_send(cred.cert, cred.intermediates, sa.peer_certreq, cfg.trust_anchors)
-    except ChainError as exc:
-        raise AuthenticationFailure(f"own certificate chain: {exc}") from None
+    ders = _chain_ders(cfg, sa.peer_certreq)
     method, hash_alg = _method(sa)
     sk_p = sa.keys.sk_pi if sa.initiator else sa.keys.sk_pr
     octets = signed_octets(sa.own_init, sa.peer_nonce, sa.suite.prf, sk_p, idp.encode())
-    auth = AuthPayload(method, sign_auth(cred.key, octets, method, hash_alg))
-    der = serialization.Encoding.DER
-    certs = [CertPayload(CertEncoding.X509_SIGNATURE, c.public_bytes(der)) for c in chain]
+    auth = AuthPayload(method, sign_auth(cfg.credentials.key, octets, method, hash_alg))
+    certs = [CertPayload(CertEncoding.X509_SIGNATURE, der) for der in ders]
     return [idp, *certs, auth]
+
+
+MAX_CACHED_CHAINS = 32  # distinct CERTREQ contents remembered per configuration
+
+
+def _chain_ders(cfg, requested: list[bytes]) -> tuple[bytes, ...]:
+    """DER of our certificate and the intermediates to send after this CERTREQ.
+
+    Building the chain verifies a signature per link and re-encodes each certificate, so
+    the result is kept per configuration and CERTREQ content (the peers of one template
+    send the same CERTREQ). A failure is not kept: it is raised again each time."""
+    chains = derived(cfg, "chains", dict)
+    key = tuple(requested)
+    ders = chains.get(key)
+    if ders is None:
+        cred = cfg.credentials
+        try:
+            chain = chain_to_send(cred.cert, cred.intermediates, requested, cfg.trust_anchors)
+        except ChainError as exc:
+            raise AuthenticationFailure(f"own certificate chain: {exc}") from None
+        if len(chains) >= MAX_CACHED_CHAINS:
+            chains.clear()
+        ders = chains[key] = tuple(c.public_bytes(serialization.Encoding.DER) for c in chain)
+    return ders
 
 
 def _method(sa):

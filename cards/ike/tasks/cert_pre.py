@@ -10,7 +10,7 @@ from cards.pki import ChainError, certreq_data, parse_certreq
 
 from ..const import CertEncoding, ExchangeType
 from ..message import CertReqPayload
-from . import Ctx, Task
+from . import Ctx, Task, derived
 
 
 class CertPreTask(Task):
@@ -32,8 +32,9 @@ class CertPreTask(Task):
 
 
 def _add(sa, ctx: Ctx) -> None:
-    if sa.config.trust_anchors:
-        data = certreq_data(sa.config.trust_anchors)
+    cfg = sa.config
+    if cfg.trust_anchors:
+        data = derived(cfg, "certreq", lambda: certreq_data(cfg.trust_anchors))
         ctx.payloads.append(CertReqPayload(CertEncoding.X509_SIGNATURE, data))
 
 

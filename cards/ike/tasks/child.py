@@ -24,6 +24,7 @@ from ..child import (
     derive_child_keys,
     esp_offer,
     esp_sa_payload,
+    pin,
     within,
 )
 from ..const import ExchangeType, NotifyType, PayloadType
@@ -91,8 +92,17 @@ class ChildTask(Task):
         if tsi is None or tsr is None:
             self.refusal = (NotifyType.TS_UNACCEPTABLE, "no TSi/TSr in the request")
             return
+        if sa.no_child:  # the configuration task answered INTERNAL_ADDRESS_FAILURE
+            self.refusal = (None, sa.no_child)
+            return
         try:
-            self.choice = choose_policy(offer, tsi.selectors, tsr.selectors, sa.config.children)
+            policy, theirs, ours, tsi_n, tsr_n = choose_policy(
+                offer, tsi.selectors, tsr.selectors, sa.config.children
+            )
+            tsi_n = pin(tsi_n, sa.assigned)
+            if not tsi_n:
+                raise TsUnacceptable("TSi does not hold the address the peer was given")
+            self.choice = (policy, theirs, ours, tsi_n, tsr_n)
         except NoProposalChosen as exc:
             self.refusal = (NotifyType.NO_PROPOSAL_CHOSEN, exc.reason)
         except TsUnacceptable as exc:
@@ -103,7 +113,8 @@ class ChildTask(Task):
             return
         if self.refusal is not None:
             notify, reason = self.refusal
-            ctx.add_notify(notify)
+            if notify is not None:
+                ctx.add_notify(notify)
             sa.emit(ChildRefused(sa.spi_i, sa.spi_r, reason))
             return
         policy, theirs, suite, tsi, tsr = self.choice

@@ -25,6 +25,7 @@ from ..child import (
     derive_child_keys,
     esp_offer,
     esp_sa_payload,
+    pin,
     within,
 )
 from ..config import ChildPolicy
@@ -93,7 +94,10 @@ class CreateChildTask(Task):
         if self.rekey is not None:  # the same traffic as the child replaced, from our side
             old = sa.children[self.rekey]
             return (old.tsi, old.tsr) if old.initiator else (old.tsr, old.tsi)
-        return policy.ts_local, policy.ts_remote
+        remote = pin(policy.ts_remote, sa.assigned)  # the peer's inner address, if it has one
+        if not remote:
+            raise Skip  # the payload does not cover the address the peer was given
+        return policy.ts_local, remote
 
     def process_i(self, sa, ctx: Ctx) -> None:
         invalid = ctx.notify(NotifyType.INVALID_KE_PAYLOAD)
@@ -168,6 +172,9 @@ class CreateChildTask(Task):
             policy, theirs, ours, tsi_n, tsr_n = choose_policy(
                 offer, tsi.selectors, tsr.selectors, policies, pfs=True
             )
+            tsi_n = pin(tsi_n, sa.assigned)  # the peer's side: its inner address (CP)
+            if not tsi_n:
+                raise TsUnacceptable("TSi does not hold the address the peer was given")
         except NoProposalChosen as exc:
             self.refusal = (NotifyType.NO_PROPOSAL_CHOSEN, exc.reason)
             return
