@@ -179,7 +179,9 @@ class Gateway:
                 tmpl = bind and ctx.get("crypto-template", {}).get(bind["template"])
                 if tmpl:
                     pools = {"pools": list((svc.get("ip-address-pool") or {}).values())}
-                    blocks.append((bind, f"{ctx_name}/{bind['template']}", {**tmpl, **pools}, False))
+                    blocks.append(
+                        (bind, f"{ctx_name}/{bind['template']}", {**tmpl, **pools}, False)
+                    )
             for name, cmap in ctx.get("crypto-map", {}).items():
                 if cmap.get("bind") and cmap.get("peer"):
                     blocks.append((cmap["bind"], templates.map_key(ctx_name, name), cmap, True))

@@ -293,7 +293,9 @@ class Supervisor:
         for index, slot in enumerate(sorted(self.packet_slots)):
             self.fanout.set_config(slot, "config", projection)
             # each card hands out its own share of every IP pool (cards/pools.py)
-            self.fanout.set_config(slot, "pool-share", {"index": index, "of": len(self.packet_slots)})
+            self.fanout.set_config(
+                slot, "pool-share", {"index": index, "of": len(self.packet_slots)}
+            )
         contexts = projection["config"].get("context", {}).items()
         self.services = [
             {**svc["bind"], "template": f"{ctx_name}/{svc['bind']['template']}"}
