@@ -245,3 +245,24 @@ def test_crypto_map_checks_its_addresses():
     s.execute("wsg-service svc2")
     res = s.execute("bind address 127.0.0.1 port 5501 crypto-template t")
     assert res.error and "already bound by crypto-map m" in res.output
+
+
+def test_pools_for_the_service():
+    s = session_in(
+        "ip pool enb4 10.8.0.0 255.255.0.0",
+        "ipv6 pool enb6 prefix 2001:db8:8::/48",
+        "crypto template t ikev2-dynamic",
+        "exit",
+        "wsg-service svc",
+        "ip address pool name enb4",
+        "ip address pool name enb6",
+    )
+    res = s.execute("ip address pool name nope")
+    assert res.error and "ip pool nope is not configured" in res.output
+    svc = s.engine.projection()["config"]["context"]["segw"]["wsg-service"]["svc"]
+    assert list(svc["ip-address-pool"].values()) == ["enb4", "enb6"]
+    s.execute("exit")
+    res = s.execute("ipv6 pool bad prefix 10.0.0.0/8")
+    assert res.error and "not an IPv6 prefix" in res.output
+    res = s.execute("ipv6 pool bad prefix 2001:db8::1/48")
+    assert res.error and "invalid prefix" in res.output

@@ -51,3 +51,14 @@ def test_template_settings_mcsa_dpd_and_rekey():
     assert (got["dpd_retry_s"], got["dpd_max_retries"]) == (5.0, 4)
     cmap = settings(ctx["crypto-map"]["to-core"], ctx, initiator=True)
     assert cmap["dpd_interval_s"] is None and not cmap["ike_rekey"] and cmap["max_children"] == 2
+
+
+def test_service_pools_become_this_cards_share():
+    from cards.gateway import address_pools
+
+    ctx = {"ip-pool": {"a": {"address": "10.8.0.0", "mask": "255.255.255.0"}},
+           "ipv6-pool": {"b": {"prefix": "2001:db8:8::/64"}}}  # fmt: skip
+    card0, card1 = (address_pools(["a", "b"], ctx, {"index": k, "of": 2}) for k in (0, 1))
+    assert [card0.allocate(4), card1.allocate(4), card0.allocate(4)] == [
+        "10.8.0.2", "10.8.0.1", "10.8.0.4"]  # fmt: skip
+    assert card1.allocate(6) == "2001:db8:8::1" and address_pools(["nope"], ctx, {}) is None
