@@ -130,6 +130,7 @@ def settings(block: dict, ctx: dict, initiator: bool) -> dict:
         "dpd_interval_s": float(dpd["interval"]) if dpd else None,
         "dpd_retry_s": float(dpd.get("retry-interval", 2)),
         "dpd_max_retries": int(dpd.get("maximum-retry", 3)),
+        "hash_and_url": "allow-cert-enc" in block,
     }
 
 
@@ -237,6 +238,7 @@ class Gateway:
                 for ca in block.get("ca-certificate-list", [])
             ),
             **settings(block, ctx, initiator),
+            own_cert_url=own.get("hash_url") if "allow-cert-enc" in block else None,
             addresses=address_pools(block.get("pools", []), ctx, share),
         )
 
@@ -278,6 +280,13 @@ class Gateway:
         if endpoint is None:
             return None
         return endpoint.receive(data, (remote[0], int(remote[1])), (local[0], int(local[1])), now)
+
+    def resolve(self, my_spi: bytes, url: str, data: bytes | None, now: float) -> list:
+        """A certificate fetched for Hash and URL (None: the fetch failed)."""
+        for endpoint in self.endpoints.values():
+            if my_spi in endpoint.sas:
+                return endpoint.resolve(my_spi, url, data, now)
+        return []
 
     def next_timer(self) -> float | None:
         times = [t for t in (e.get_timer() for e in self.endpoints.values()) if t is not None]

@@ -252,7 +252,14 @@ class Card:
     def _ike(self, outs: list) -> None:
         """Send what the IKE engine wants sent; count and log what happened."""
         from cards.ike.child import describe_ts
-        from cards.ike.events import AuthFailed, ChildEstablished, ChildRefused, Established, Send
+        from cards.ike.events import (
+            AuthFailed,
+            ChildEstablished,
+            ChildRefused,
+            Established,
+            FetchCertificate,
+            Send,
+        )
 
         for out in outs:
             if isinstance(out, Send):
@@ -278,11 +285,12 @@ class Card:
                 )
             elif isinstance(out, AuthFailed):
                 log.warning("IKE_AUTH from %s:%d refused: %s", *out.peer, out.reason)
+            elif isinstance(out, FetchCertificate):
+                self._spawn(self._fetch_certificate(out))
             elif isinstance(out, ChildRefused):
                 log.warning("CHILD_SA of IKE SA %s refused: %s", out.spi_i.hex(), out.reason)
             else:
                 log.debug("ike: %s", out)
-        self.counters["ike_sas"] = self.gateway.sa_count()
 
     def check_templates(self, force: bool = False) -> None:
         """Re-evaluate which crypto templates this card can serve; log and report changes."""
@@ -308,6 +316,22 @@ class Card:
                 log.log(level, "crypto template %s: %s", name, state)
         self.template_status = status
         self._report()
+
+    async def _fetch_certificate(self, req) -> None:
+        """Hash and URL: GET a peer's certificate over HTTP, at most ``max_bytes`` within
+        ``timeout_s`` in all; the engine checks its SHA-1. A failure fails the IKE_AUTH."""
+        data = None
+        try:
+            if not req.url.startswith("http://"):
+                raise ValueError("only http:// URLs (RFC 7296 3.6)")
+            httpx = await asyncio.to_thread(importlib.import_module, "httpx")
+            data = await asyncio.wait_for(_http_get(httpx, req.url, req.max_bytes), req.timeout_s)
+        except (TimeoutError, ValueError, OSError, ImportError) as exc:
+            log.warning("hash and URL: %s: %s", req.url, exc or type(exc).__name__)
+        except Exception as exc:  # httpx errors: the peer's URL, not our bug
+            log.warning("hash and URL: %s: %s: %s", req.url, type(exc).__name__, exc)
+        if self.gateway is not None:
+            self._ike(self.gateway.resolve(req.my_spi, req.url, data, self.mono.now()))
 
     async def _load_gateway(self) -> None:
         """Import the IKE engine (0.1-0.3 s of CPU) in a thread: the event loop keeps sending
@@ -346,12 +370,28 @@ class Card:
                 self.registered = False
             if not self.registered:
                 self._start(self._register())
-            elif self.counters != self.reported:
-                self._report()
+            else:
+                if self.gateway is not None:  # once per interval: it walks every SA
+                    self.counters["ike_sas"] = self.gateway.sa_count()
+                if self.counters != self.reported:
+                    self._report()
             due = self.gateway and self.gateway.next_timer()
             if due is not None and due <= self.mono.now():
                 self._ike(self.gateway.handle_timer(self.mono.now()))
             await asyncio.sleep(self.interval)
+
+
+async def _http_get(httpx, url: str, max_bytes: int) -> bytes:
+    async with httpx.AsyncClient(follow_redirects=False) as client:
+        async with client.stream("GET", url) as resp:
+            if resp.status_code != 200:
+                raise ValueError(f"HTTP {resp.status_code}")
+            body = bytearray()
+            async for chunk in resp.aiter_bytes():
+                body += chunk
+                if len(body) > max_bytes:
+                    raise ValueError(f"more than {max_bytes} bytes")
+            return bytes(body)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -192,6 +192,10 @@ class Pair:
     def of(self, side: str, cls) -> list:
         return [e for e in self.events[side] if isinstance(e, cls)]
 
+    def established_or_not(self) -> Pair:
+        self.run(self.start())
+        return self
+
     def established(self) -> Pair:
         self.run(self.start())
         assert self.of("i", Established) and self.of("r", Established), self.events

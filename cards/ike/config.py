@@ -165,6 +165,14 @@ class IkeConfig:
     ike_lifetime_s: int = 86400
     # Dead peer detection (`dpd interval N retry-interval R maximum-retry M`): an empty
     # INFORMATIONAL after N quiet seconds, retried every R seconds (no backoff) M times.
+    # Hash and URL (RFC 7296 3.6, `allow-cert-enc cert-hash-url`): with ``hash_and_url`` we
+    # announce HTTP_CERT_LOOKUP_SUPPORTED and accept a peer's certificate as SHA-1 + URL (the
+    # runner fetches it, at most ``fetch_max_bytes`` within ``fetch_timeout_s``); we send ours
+    # that way when the peer announced support and ``own_cert_url`` is set.
+    hash_and_url: bool = False
+    own_cert_url: str | None = None
+    fetch_max_bytes: int = 16384
+    fetch_timeout_s: float = 5.0
     # Inner addresses (CP): a responder serves CFG_REQUESTs from ``addresses`` (cards.pools.Pools:
     # allocate(version), release(address), reserve(address)); an initiator asks for the IP
     # versions in ``request_addresses``.

@@ -111,6 +111,11 @@ class Endpoint:
             return []
         return self._guard(sa, sa.queue, ExchangeType.CREATE_CHILD_SA, [IkeRekeyTask()], now)
 
+    def resolve(self, spi: bytes, url: str, data: bytes | None, now: float) -> list[Out]:
+        """The runner fetched a certificate a FetchCertificate event asked for (None: failed)."""
+        sa = self.sas.get(spi)
+        return self._guard(sa, sa.resolve, url, data, now) if sa else []
+
     def check_liveness(self, spi: bytes, now: float) -> list[Out]:
         sa = self.sas.get(spi)
         return (

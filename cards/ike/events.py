@@ -58,6 +58,18 @@ class IkeRekeyed(Event):
 
 
 @dataclass(frozen=True)
+class FetchCertificate(Event):
+    """IKE_AUTH waits for a peer certificate sent as Hash and URL: the runner fetches ``url``
+    (bounded by the template's limits) and hands the bytes to ``Endpoint.resolve``."""
+
+    my_spi: bytes
+    url: str
+    sha1: bytes
+    max_bytes: int
+    timeout_s: float
+
+
+@dataclass(frozen=True)
 class Retransmit(Event):
     spi_i: bytes
     spi_r: bytes

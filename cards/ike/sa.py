@@ -44,6 +44,7 @@ from .events import (
     Deleted,
     Dropped,
     Established,
+    FetchCertificate,
     IkeRekeyed,
     Out,
     Rejected,
@@ -61,7 +62,7 @@ from .message import (
     decode_payloads,
 )
 from .tasks import Ctx, Task
-from .tasks.auth import AuthTask
+from .tasks.auth import AuthTask, hash_urls
 from .tasks.cert_pre import CertPreTask
 from .tasks.child import ChildTask
 from .tasks.config import ConfigTask
@@ -165,7 +166,8 @@ class IkeSa:
         "new_ike_spi", "successors", "ike_rekeying", "rekeyed_to_theirs", "rekeyed_ours",
         "ike_rekey_at", "last_heard", "fragmenting", "reassembly", "first_fragment",
         "ike_expire_at", "children", "new_esp_spi", "_out", "_setup", "now", "mcsa_at",
-        "replacing", "assigned", "virtual_ips", "no_child", "__dict__",
+        "replacing", "assigned", "virtual_ips", "no_child", "peer_http_lookup", "fetched",
+        "parked", "pending_fetches", "__dict__",
     )  # fmt: skip
 
     def __init__(self, config: IkeConfig, rand: Callable[[int], bytes], *, initiator: bool,
@@ -203,6 +205,10 @@ class IkeSa:
         self.assigned: list[str] = []  # inner addresses we gave the peer (CP), until we go
         self.virtual_ips: list[str] = []  # inner addresses the peer gave us
         self.no_child = ""  # why IKE_AUTH's CHILD_SA cannot be made (no free address)
+        self.peer_http_lookup = False  # the peer takes certificates as Hash and URL
+        self.fetched: dict[str, bytes | None] | None = None  # Hash and URL: url -> DER
+        self.parked = None  # (request, payloads) waiting for those fetches
+        self.pending_fetches: set[str] = set()
         self.fragmenting = False  # both sides sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383)
         self.reassembly: dict = {}  # the fragments of the message being received
         self.first_fragment = b""  # fragment 1 of the request just reassembled
@@ -518,6 +524,11 @@ class IkeSa:
             self.fail(f"malformed response: {payloads.reason}", auth=out.exchange == X.IKE_AUTH)
             return
         self.outstanding = None
+        if self._must_fetch(msg, payloads, out):
+            return  # processed when the certificates are in (resolve)
+        self._process_response(out, msg, payloads, now)
+
+    def _process_response(self, out: Outstanding, msg: Message, payloads, now: float) -> None:
         try:
             for task in out.tasks:
                 task.process_i(self, Ctx(out.exchange, payloads, msg))
@@ -609,6 +620,11 @@ class IkeSa:
             else:
                 self.emit(Dropped(src, f"different request reusing message ID {mid}"))
             return
+        if self.parked is not None and mid == self.parked[0].message_id:
+            # RFC 7296 2.1: a request still being processed (certificates being fetched) is
+            # not processed twice; its copies and fragments are dropped
+            self.emit(Dropped(src, f"request {mid} is still being processed"))
+            return
         if mid != self.recv_mid or msg.exchange not in ANSWERS.get(self.state, ()):
             self.emit(
                 Dropped(src, f"request {msg.exchange} ID {mid} not expected in {self.state.name}")
@@ -618,7 +634,47 @@ class IkeSa:
         if payloads is None:
             return
         self.local, self.peer = dst, src  # authenticated: follow the peer's port float
+        if not isinstance(payloads, IkeError) and self._must_fetch(msg, payloads):
+            return
         self._answer(msg, payloads)
+
+    # ------------------------------------------------------------------ Hash and URL
+    def _must_fetch(self, msg: Message, payloads, out: Outstanding | None = None) -> bool:
+        """IKE_AUTH with certificates as Hash and URL: park it and have them fetched."""
+        if msg.exchange != X.IKE_AUTH or not self.config.hash_and_url:
+            return False
+        wanted = [(url, digest) for url, digest in hash_urls(payloads)
+                  if url not in (self.fetched or {})]  # fmt: skip
+        if not wanted:
+            return False
+        self.fetched = self.fetched or {}
+        self.parked = (msg, payloads, out)
+        cfg = self.config
+        for url, digest in wanted:
+            self.fetched.setdefault(url, None)
+            self.emit(FetchCertificate(self.my_spi, url, digest, cfg.fetch_max_bytes,
+                                       cfg.fetch_timeout_s))  # fmt: skip
+        self.pending_fetches = {url for url, _ in wanted}
+        return True
+
+    def resolve(self, url: str, data: bytes | None, now: float) -> list[Out]:
+        """A fetch is done (``data`` None: it failed); the parked request goes on once all
+        of its certificates are in. A body over the limit counts as failed."""
+        return self._run(now, self._resolve, url, data)
+
+    def _resolve(self, url: str, data: bytes | None) -> None:
+        if self.parked is None or url not in self.pending_fetches:
+            return
+        if data is not None and len(data) > self.config.fetch_max_bytes:
+            data = None
+        self.fetched[url] = bytes(data) if data is not None else None
+        self.pending_fetches.discard(url)
+        if not self.pending_fetches:
+            (msg, payloads, out), self.parked = self.parked, None
+            if msg.is_response:
+                self._process_response(out, msg, payloads, self.now)
+            else:
+                self._answer(msg, payloads)
 
     def _passive(self, exchange: int, payloads) -> list[Task]:
         """The responder's tasks for a request; setup tasks share state across exchanges."""

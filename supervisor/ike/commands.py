@@ -13,6 +13,7 @@
         ikev2-ikesa setup-timer SECONDS | retransmission-timeout MSEC | max-retransmissions N
         ikev2-ikesa rekey [ disallow-param-change ]       (rekey at ~90% of the lifetime)
         dpd interval N [ retry-interval R ] [ maximum-retry M ]    (unconfirmed form)
+        allow-cert-enc cert-hash-url                      (confirmed, S1)
         max-childsa N [ overload-action { ignore | terminate } ]
       wsg-service NAME                                    (cfg-ctx-wsg-service)
         bind address ADDRESS [ port PORT ] crypto-template TEMPLATE   (unconfirmed form)
@@ -65,6 +66,8 @@ HELP = {
     "rekey": "Rekey the IKE SA at about 90% of its lifetime",
     "disallow-param-change": "A rekey keeps the negotiated transforms",
     "dpd": "Dead peer detection",
+    "allow-cert-enc": "Certificate encodings accepted and sent besides X.509",
+    "cert-hash-url": "Hash and URL of X.509 certificates (RFC 7296 3.6)",
     "interval": "Seconds without traffic before a liveness check",
     "retry-interval": "Seconds between liveness retries",
     "maximum-retry": "Liveness retries before the peer is declared dead",
@@ -343,6 +346,13 @@ def register(g: Grammar) -> None:
             },
         ),  # fmt: skip
         no="dpd",
+        help=HELP,
+    )
+    g.command(
+        POLICY_MODES,
+        "allow-cert-enc cert-hash-url",
+        SetLine("allow-cert-enc", data=lambda a: "cert-hash-url"),
+        no="allow-cert-enc cert-hash-url",
         help=HELP,
     )
     g.command(

@@ -99,7 +99,10 @@ def _install(kind: str):
             )
 
         def apply(prepared) -> Result:
-            entry = pki.store.install(kind, name, prepared.files)
+            files = dict(prepared.files)
+            if hash_url:  # announced in IKE_AUTH as Hash and URL: it travels with the cert
+                files["hash-url.txt"] = hash_url.encode()
+            entry = pki.store.install(kind, name, files)
             line = certificate_line(kind, name, entry, hash_url)
             data = {"name": name, "generation": entry["generation"], "hash_url": hash_url}
             ctx.block.set_line(kind, name, line, data, secret=True, display=line)

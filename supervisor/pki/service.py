@@ -150,6 +150,8 @@ class PkiService:
             value["key_pem"] = self.store.read(kind, name, "key.pem").decode()
         if "chain.pem" in entry["files"]:  # intermediates the gateway sends in IKE_AUTH
             value["chain_pem"] = self.store.read(kind, name, "chain.pem").decode()
+        if "hash-url.txt" in entry["files"]:  # `cert-hash-url URL`
+            value["hash_url"] = self.store.read(kind, name, "hash-url.txt").decode()
         return value
 
 

@@ -8,6 +8,7 @@ goes to the log while the peer only sees AUTHENTICATION_FAILED.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 
 from cryptography.hazmat.primitives import serialization
@@ -55,7 +56,38 @@ def _own(sa, id_ptype: int) -> list:
     octets = signed_octets(sa.own_init, sa.peer_nonce, sa.suite.prf, sk_p, idp.encode())
     auth = AuthPayload(method, sign_auth(cfg.credentials.key, octets, method, hash_alg))
     certs = [CertPayload(CertEncoding.X509_SIGNATURE, der) for der in ders]
+    if cfg.own_cert_url and sa.peer_http_lookup:  # Hash and URL of our certificate (3.6)
+        url = cfg.own_cert_url.encode()
+        certs[0] = CertPayload(CertEncoding.HASH_URL_X509, hashlib.sha1(ders[0]).digest() + url)
     return [idp, *certs, auth]
+
+
+def hash_urls(payloads) -> list[tuple[str, bytes]]:
+    """(URL, SHA-1) of every certificate sent as Hash and URL of X.509 (encoding 12)."""
+    out = []
+    for c in payloads:
+        if isinstance(c, CertPayload) and c.encoding == CertEncoding.HASH_URL_X509:
+            out.append((c.data[20:].decode("ascii", "replace"), bytes(c.data[:20])))
+    return out
+
+
+def _peer_ders(sa, ctx: Ctx) -> list[bytes]:
+    """The peer's certificates in its order: X.509 as sent, Hash and URL as fetched."""
+    ders = []
+    for c in ctx.all(CertPayload):
+        if c.encoding == CertEncoding.X509_SIGNATURE:
+            ders.append(c.data)
+        elif c.encoding == CertEncoding.HASH_URL_X509:
+            url, digest = c.data[20:].decode("ascii", "replace"), bytes(c.data[:20])
+            if not sa.config.hash_and_url:
+                raise AuthenticationFailure(
+                    "a Hash and URL certificate, not allowed by the template"
+                )
+            der = sa.fetched.get(url)
+            if der is None or hashlib.sha1(der).digest() != digest:
+                raise AuthenticationFailure(f"certificate at {url} not fetched or not its hash")
+            ders.append(der)
+    return ders
 
 
 MAX_CACHED_CHAINS = 32  # distinct CERTREQ contents remembered per configuration
@@ -103,7 +135,7 @@ def _verify(sa, ctx: Ctx, id_ptype: int) -> None:
         raise InvalidSyntax(f"IKE_AUTH without {PayloadType(id_ptype).name} or AUTH")
     if auth.method not in cfg.accept_auth_methods:
         raise AuthenticationFailure(f"AUTH method {auth.method} not accepted")
-    ders = [c.data for c in ctx.all(CertPayload) if c.encoding == CertEncoding.X509_SIGNATURE]
+    ders = _peer_ders(sa, ctx)
     try:
         valid = validate_peer(ders, cfg.trust_anchors, sa.wall_clock(), max_chain=cfg.max_chain)
     except ChainError as exc:
