@@ -324,6 +324,7 @@ class Gateway:
                         "peer_id": sa.peer_id,
                         "suite": str(sa.proposal) if getattr(sa, "proposal", None) else "",
                         "children": len(getattr(sa, "children", {})),
+                        "address": ", ".join(sa.assigned or sa.virtual_ips),  # CP inner address
                     }
                 )
         return rows

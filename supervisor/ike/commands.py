@@ -238,6 +238,7 @@ def _show_ikesa(args: dict, ctx: Any) -> Deferred:
             lines.append(
                 f"{r['card']:>4} {r['local']:<21} {r['remote']:<21} {r['state']:<12} {r['role']:<9} "
                 f"{r['children']:>5}  {r['peer_id']} {r['suite']}"
+                + (f" inner {r['address']}" if r.get("address") else "")
             )
         lines.append(f"Total IKEv2 SAs: {len(rows)}, established {up}")
         return Result("\n".join(lines), {"sas": rows})
