@@ -1,0 +1,103 @@
+"""The shipped default topology serves an eNodeB out of the box.
+
+`chassis up` on topologies/default.yaml enrolls the gateway certificate from the lab CA with
+CMPv2, pushes it to the DPCs and binds wsg-service segw-svc on 127.0.0.1:5500. An eNodeB with
+a certificate from the same lab CA (issued here with the lab's own authority files) brings an
+IKE SA and its first CHILD_SA up over real UDP and gets an inner address from enb-pool
+(configuration payload); `show crypto ikev2-ikesa security-associations` shows it. The eNodeB
+is this engine's initiator (strongSwan is tested against the gateway elsewhere).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import select
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from helpers import wait_until
+
+from cards.ike.config import ChildPolicy, ChildProposal, Credentials, IkeConfig, IkeProposal
+from cards.ike.const import DhGroup, Encr, Integ, Prf
+from cards.ike.engine import Endpoint
+from cards.ike.events import ChildEstablished, Established, Send
+from chassis.lab.authority import Authority
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+
+DEFAULT = Path(__file__).resolve().parents[1] / "topologies" / "default.yaml"
+GW = ("127.0.0.1", 5500)
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def enodeb(run_root: Path) -> IkeConfig:
+    authority = Authority(run_root / "lab" / "ca", now)
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "enb7.lab.example")])
+    cert = authority.issue(name, key.public_key(), [x509.DNSName("enb7.lab.example")])
+    return IkeConfig(
+        Credentials(cert, key, (authority.issuing,)),
+        (authority.root,),
+        proposals=(
+            IkeProposal(Encr.AES_GCM_16, 256, Prf.HMAC_SHA2_256, Integ.NONE, DhGroup.ECP_256),
+        ),  # fmt: skip
+        children=(ChildPolicy(proposals=(ChildProposal(Encr.AES_GCM_16, 256),)),),
+        request_addresses=(4,),
+    )
+
+
+def test_default_topology_accepts_an_enodeb(chassis_factory):
+    ch = chassis_factory(DEFAULT, timeout=60)
+    wait_until(
+        lambda: all(c.get("templates", {}).get("segw/segw-tmpl") == "ready"
+                    for c in ch.exec("show card table")[0].data["cards"] if c["type"] == "dpc"),
+        30,
+        what="the DPCs serving segw-tmpl (CMP enrollment and push)",
+    )  # fmt: skip
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    local = sock.getsockname()
+    ep = Endpoint(enodeb(ch.run.root), rand=os.urandom, wall_clock=now, local=local)
+    events: list = []
+
+    def handle(outs) -> None:
+        for o in outs:
+            if isinstance(o, Send):
+                sock.sendto(o.data, o.dst)
+            else:
+                events.append(o)
+
+    try:
+        handle(ep.initiate(GW, time.monotonic(), local=local))
+        deadline = time.monotonic() + 15
+        while not any(isinstance(e, ChildEstablished) for e in events):
+            assert time.monotonic() < deadline, events
+            if select.select([sock], [], [], 0.1)[0]:
+                data, src = sock.recvfrom(65536)
+                handle(ep.receive(data, src, local, time.monotonic()))
+            handle(ep.handle_timer(time.monotonic()))
+    finally:
+        sock.close()
+    (up,) = [e for e in events if isinstance(e, Established)]
+    assert up.peer_id == "CN=segw.lab.example,O=SeGW Lab"  # ID_DER_ASN1_DN: no SAN from CMP
+    (sa,) = ep.sas.values()
+    (inner,) = sa.virtual_ips
+    assert ipaddress.ip_address(inner) in ipaddress.ip_network("10.64.0.0/16")
+    rows = wait_until(
+        lambda: ch.exec("show crypto ikev2-ikesa security-associations")[0].data["sas"],
+        5,
+        what="the SA at the card",
+    )
+    (row,) = rows
+    assert row["peer_id"] == "enb7.lab.example" and row["address"] == inner
+    assert row["state"] == "ESTABLISHED" and row["children"] == 1
