@@ -11,6 +11,7 @@ datagrams are dropped or answered as RFC 7296 says, and a bug becomes an Interna
 from __future__ import annotations
 
 import hashlib
+import heapq
 import hmac
 import struct
 from collections.abc import Callable
@@ -56,6 +57,8 @@ class Endpoint:
         self.cookie_secret = cookie_secret if cookie_secret is not None else rand(32)
         self.local = local
         self.sas: dict[bytes, IkeSa] = {}  # by our SPI
+        self.timers: list[tuple[float, int, bytes]] = []  # heap of (due, seq, our SPI)
+        self._seq = 0
         self.half_open: dict[tuple[Addr, bytes], bytes] = {}  # (peer, SPIi) -> our SPIr
 
     # ------------------------------------------------------------------ API
@@ -125,16 +128,34 @@ class Endpoint:
         )
 
     def get_timer(self) -> float | None:
-        times = [t for t in (sa.next_timer() for sa in self.sas.values()) if t is not None]
-        return min(times) if times else None
+        """The earliest SA timer, from a heap (a card holds tens of thousands of SAs: no scan).
+        Entries are pushed after every SA step; outdated ones are dropped when they surface."""
+        heap = self.timers
+        while heap:
+            due, _, spi = heap[0]
+            sa = self.sas.get(spi)
+            if sa is not None and sa.next_timer() == due:
+                return due
+            heapq.heappop(heap)
+        return None
 
     def handle_timer(self, now: float) -> list[Out]:
         out: list[Out] = []
-        for sa in list(self.sas.values()):
-            due = sa.next_timer()
-            if due is not None and due <= now:
-                out += self._guard(sa, sa.handle_timer, now)
+        while (due := self.get_timer()) is not None and due <= now:
+            _, _, spi = heapq.heappop(self.timers)
+            sa = self.sas[spi]
+            out += self._guard(sa, sa.handle_timer, now)
         return out
+
+    def _schedule(self, sa: IkeSa) -> None:
+        due = sa.next_timer()
+        if due is not None:
+            self._seq += 1
+            heapq.heappush(self.timers, (due, self._seq, sa.my_spi))
+        if len(self.timers) > 4 * len(self.sas) + 64:  # too many outdated entries: rebuild
+            self.timers = [(t, i, spi) for i, (spi, sa) in enumerate(self.sas.items())
+                           if (t := sa.next_timer()) is not None]  # fmt: skip
+            heapq.heapify(self.timers)
 
     def export_sa(self, spi: bytes) -> dict:
         return self.sas[spi].to_checkpoint()
@@ -144,6 +165,7 @@ class Endpoint:
         sa.new_esp_spi, sa.new_ike_spi = self._new_esp_spi, self._new_spi
         self.sas[sa.my_spi] = sa
         self.esp_spis.update(sa.children)
+        self._schedule(sa)
         if self.config.addresses is not None:  # its inner addresses are taken again
             for address in sa.assigned:
                 self.config.addresses.reserve(address)
@@ -224,10 +246,13 @@ class Endpoint:
             sa.half_open_key = None
         for new in sa.successors:  # an IKE SA rekey made a new SA
             self.sas[new.my_spi] = new
+            self._schedule(new)
         sa.successors.clear()
         if sa.state is State.DEAD:
             self.sas.pop(sa.my_spi, None)
             self.esp_spis.difference_update(sa.children)
+        else:
+            self._schedule(sa)
         return out
 
     # ------------------------------------------------------------------ helpers
