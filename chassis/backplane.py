@@ -84,7 +84,7 @@ def lab_endpoints(topology: Topology) -> dict[str, dict]:
     return out
 
 
-def prepare(topology: Topology, run: RunDir) -> dict:
+def prepare(topology: Topology, run: RunDir, netns: str | None = None) -> dict:
     """Create the run directory, keys and manifest (before any process starts)."""
     run.create()
     for name in key_names(topology):
@@ -103,6 +103,7 @@ def prepare(topology: Topology, run: RunDir) -> dict:
         "endpoints": endpoints(topology, run),
         "topology": topology.to_dict(),
         "lab": lab_endpoints(topology),
+        "netns": netns,  # the network namespace the chassis runs in (None: the caller's)
     }
     run.write_json(run.manifest_path, manifest)
     return manifest
@@ -321,6 +322,7 @@ class Backplane:
             "platform": self.topology.platform,
             "epoch": self.epoch,
             "backplane_pid": os.getpid(),
+            "netns": self.manifest.get("netns"),
             "slots": [
                 {
                     "slot": s.card.slot,
@@ -381,12 +383,21 @@ class Backplane:
         log.info("backplane down")
 
 
-def spawn(run: RunDir, *, log_path: Path | None = None) -> subprocess.Popen:
-    """Start a backplane process in its own session (it survives the shell that ran `up`)."""
+def spawn(
+    run: RunDir, *, log_path: Path | None = None, netns: str | None = None
+) -> subprocess.Popen:
+    """Start a backplane process in its own session (it survives the shell that ran `up`).
+
+    With `netns`, it runs inside that network namespace (`ip netns exec`, which execs the
+    backplane in its own place: the PID is the backplane's), and so do the cards and lab
+    peers it starts; the ipc:// sockets are files, reachable from any namespace."""
+    argv = [sys.executable, "-m", "chassis.backplane", "--run-dir", str(run.root)]
+    if netns:
+        argv = [shutil.which("ip") or "/usr/sbin/ip", "netns", "exec", netns, *argv]
     out = open(log_path or run.logs / "backplane.out", "ab")
     with out:
         return subprocess.Popen(
-            [sys.executable, "-m", "chassis.backplane", "--run-dir", str(run.root)],
+            argv,
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

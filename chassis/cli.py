@@ -41,7 +41,8 @@ def open_chassis(run_dir: str | None) -> api.Chassis:
 
 def render_status(status: dict) -> str:
     lines = [
-        f"chassis {status['name']} ({status['platform']}), backplane pid {status['backplane_pid']}, epoch {status['epoch']}",
+        f"chassis {status['name']} ({status['platform']}), backplane pid {status['backplane_pid']}, epoch {status['epoch']}"
+        + (f", netns {status['netns']}" if status.get("netns") else ""),
         f"{'Slot':>4}  {'Type':<4}  {'Role':<8}  {'State':<8}  {'PID':>7}  {'Uptime':>9}",
     ]
     for s in status["slots"]:
@@ -84,11 +85,16 @@ def main() -> None:
 @click.option(
     "--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for readiness."
 )
-def up(topology, run_dir, detach, wait_for, timeout):
+@click.option(
+    "--netns",
+    metavar="NAME",
+    help="Run the chassis (backplane, cards, lab) inside this network namespace (ip netns add).",
+)
+def up(topology, run_dir, detach, wait_for, timeout, netns):
     """Start a chassis from TOPOLOGY (default: topologies/default.yaml)."""
     started = time.monotonic()
     try:
-        chassis = api.up(topology, run_dir, wait=wait_for, timeout=timeout)
+        chassis = api.up(topology, run_dir, wait=wait_for, timeout=timeout, netns=netns)
     except topo_mod.TopologyError as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)

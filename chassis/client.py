@@ -173,6 +173,12 @@ class Chassis:
         """Move the wall clock of the supervisor and of the lab peers forward (expiry drills).
 
         Liveness and protocol timers run on the monotonic clock and are not affected."""
+        netns = self.manifest.get("netns")
+        if netns and any("admin" in p for p in self.manifest.get("lab", {}).values()):
+            raise ChassisError(
+                f"the lab peers run in network namespace {netns}: their admin URLs on its "
+                "loopback are out of reach from here"
+            )
         with self._client("cli", "mgmt") as c:
             reply = c.call("clock.warp", {"seconds": seconds})
         if not reply.ok:
@@ -197,14 +203,20 @@ def up(
     *,
     wait: str | None = "cards",
     timeout: float = 30.0,
+    netns: str | None = None,
 ) -> Chassis:
+    """Start a chassis. `netns`: run the backplane, and so every card and lab peer, inside that
+    existing network namespace (`ip netns add NAME`; root only): the gateway's addresses are
+    then the namespace's. This API and the CLI reach it over its ipc:// socket files."""
     check_packages()
     topo = topology.load(topology_file or topology.default_path())
     run = RunDir(run_dir or default_run_dir(topo.name))
     if run.exists() and Chassis(run.root).running():
         raise ChassisError(f"chassis {topo.name} is already running in {run.root}")
-    bp.prepare(topo, run)
-    proc = bp.spawn(run)
+    if netns is not None:
+        check_netns(netns, topo.transport)
+    bp.prepare(topo, run, netns)
+    proc = bp.spawn(run, netns=netns)
     chassis = Chassis(run.root)
     if wait:
         try:
@@ -214,6 +226,21 @@ def up(
                 down(run.root)
             raise
     return chassis
+
+
+def check_netns(name: str, transport: str) -> None:
+    """A namespace `ip netns exec` can enter (one `ip netns add` made), with the ipc transport."""
+    if not name or "/" in name or name in (".", ".."):
+        raise ChassisError(f"--netns {name!r}: not a network namespace name")
+    if not Path("/var/run/netns", name).exists():
+        raise ChassisError(f"network namespace {name} does not exist (ip netns add {name})")
+    if shutil.which("ip") is None and not Path("/usr/sbin/ip").exists():
+        raise ChassisError("--netns needs iproute2's `ip` command")
+    if transport != "ipc":
+        raise ChassisError(
+            f"--netns needs transport ipc (the topology says {transport}): tcp:// on loopback "
+            "inside the namespace is out of reach of the clients outside it"
+        )
 
 
 def down(run_dir: Path | str, timeout: float = 10.0) -> list[tuple[int, int]]:

@@ -8,7 +8,9 @@
     def test_default(running_chassis): ...
 
 Each chassis gets its own run directory under the test's tmp_path, hence its own
-ipc socket directory, so tests run in parallel under pytest-xdist.
+ipc socket directory, so tests run in parallel under pytest-xdist. `netns=NAME` starts it
+inside an existing network namespace (chassis.client.up); tear that namespace down only
+after this fixture's teardown (request the namespace's fixture first).
 """
 
 from __future__ import annotations
@@ -28,10 +30,10 @@ def chassis_factory(tmp_path_factory):
 
     started = []
 
-    def factory(topology=None, *, run_dir=None, wait="cards", timeout=30.0):
+    def factory(topology=None, *, run_dir=None, wait="cards", timeout=30.0, netns=None):
         run_dir = run_dir or tmp_path_factory.mktemp("chassis")
         try:
-            chassis = client.up(topology, run_dir, wait=wait, timeout=timeout)
+            chassis = client.up(topology, run_dir, wait=wait, timeout=timeout, netns=netns)
         except BaseException:
             client.down(run_dir)
             raise

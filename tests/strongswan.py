@@ -21,10 +21,8 @@ charon {{
   port = {port}
   port_nat_t = {port_nat}
   load_modular = no
-  load = random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey kdf kernel-netlink socket-default vici
-  install_routes = no
-  routing_table = 0
-  retransmit_tries = 2
+  load = random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey kdf {kernel} socket-default vici
+{routes}  retransmit_tries = 2
   plugins {{
     vici {{
       socket = unix://{dir}/charon.vici
@@ -45,17 +43,30 @@ swanctl {{
 """
 
 
+# Without ESP in the kernel (INTEROP.md): no CHILD_SA can be installed, keep routes out.
+HOST_KERNEL = ("kernel-netlink", "  install_routes = no\n  routing_table = 0\n")
+# In a network namespace of its own: ESP in user space (libipsec, a TUN device) before
+# kernel-netlink, and the routes to the remote TS that libipsec needs, in that namespace only.
+NETNS_KERNEL = ("kernel-libipsec kernel-netlink", "")
+
+
 class Charon:
-    def __init__(self, home: Path, port: int) -> None:
+    """charon-systemd in `home`; with `netns`, inside that network namespace (kernel-libipsec:
+    CHILD_SAs are really installed there)."""
+
+    def __init__(self, home: Path, port: int, netns: str | None = None) -> None:
         if not os.path.exists(CHARON):
             raise AssertionError(
                 "strongSwan is not installed: apt-get install strongswan-charon strongswan-swanctl charon-systemd"
             )
-        self.home, self.port = home, port
+        self.home, self.port, self.netns = home, port, netns
         self.swanctl_dir = home / "swanctl"
         for sub in ("x509", "x509ca", "private", "conf.d"):
             (self.swanctl_dir / sub).mkdir(parents=True, exist_ok=True)
-        (home / "strongswan.conf").write_text(CONF.format(port=port, port_nat=port + 1, dir=home))
+        kernel, routes = NETNS_KERNEL if netns else HOST_KERNEL
+        (home / "strongswan.conf").write_text(
+            CONF.format(port=port, port_nat=port + 1, dir=home, kernel=kernel, routes=routes)
+        )
         self.env = {
             **os.environ,
             "STRONGSWAN_CONF": str(home / "strongswan.conf"),
@@ -64,8 +75,10 @@ class Charon:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 10) -> None:
+        # `ip netns exec` execs charon in its own place: self.proc.pid is charon's PID.
+        argv = ["ip", "netns", "exec", self.netns, CHARON] if self.netns else [CHARON]
         self.proc = subprocess.Popen(
-            [CHARON],
+            argv,
             env=self.env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

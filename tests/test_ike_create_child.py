@@ -360,3 +360,22 @@ def test_dpd_after_a_quiet_interval_then_dead_after_the_retries():
     tick(pair, mark + 8.5)
     assert not pair.r.sas
     assert "dead peer" in pair.of("r", Deleted)[-1].reason
+
+
+def test_a_child_rekey_due_with_the_ike_rekey_follows_the_children():
+    # both fall due in one tick: the child rekey queued behind the IKE rekey moves with the
+    # children to the new IKE SA and is sent there (it used to be lost with the old SA)
+    gw = gw_config(ike_lifetime_s=100, ike_rekey=True,
+                   children=(ChildPolicy(lifetime_s=100, rekey=True),))  # fmt: skip
+    enb = config("enb", ike_lifetime_s=5000, children=(ChildPolicy(lifetime_s=5000),))
+    pair = Pair(enb, gw).established()
+    start, first_ike = pair.now, pair.sa("r").my_spi
+    (first,) = pair.sa("r").children.values()
+    tick(pair, start + 91)
+    assert pair.sa("r").my_spi != first_ike
+    (child,) = pair.sa("r").children.values()
+    assert child.our_spi != first.our_spi and child.expire_at == start + 90 + 100
+    tick(pair, start + 101)
+    assert pair.sa("r").children  # not dead at the old child's hard lifetime
+    paired(pair)
+    no_internal_errors(pair)

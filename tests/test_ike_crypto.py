@@ -351,7 +351,9 @@ def test_rsa_sig_method_1_uses_sha1(rsa_key):
     rsa_key.public_key().verify(data, OCTETS, padding.PKCS1v15(), hashes.SHA1())
     assert verify_auth(rsa_key.public_key(), AuthMethod.RSA_SIG, data, OCTETS) is None
     with pytest.raises(AuthenticationFailed):
-        verify_auth(rsa_key.public_key(), AuthMethod.RSA_SIG, data[:-1] + bytes([data[-1] ^ 1]), OCTETS)
+        verify_auth(
+            rsa_key.public_key(), AuthMethod.RSA_SIG, data[:-1] + bytes([data[-1] ^ 1]), OCTETS
+        )
 
 
 @pytest.mark.parametrize("data", [b"", b"\x05abc", b"\x0c" + bytes(12) + b"sig"])

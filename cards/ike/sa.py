@@ -354,11 +354,20 @@ class IkeSa:
         return new
 
     def _hand_children(self, src: IkeSa, dst: IkeSa) -> None:
-        """A rekey's new IKE SA takes the CHILD_SAs and the peer's inner addresses."""
+        """A rekey's new IKE SA takes the CHILD_SAs, the peer's inner addresses and the child
+        exchanges still queued for them (a child rekey due in the same tick as the IKE SA's)."""
+        moved = set(src.children)
         dst.children.update(src.children)
         dst.replacing.update(src.replacing)
         dst.assigned, dst.virtual_ips = src.assigned, src.virtual_ips
         src.children, src.replacing, src.assigned, src.virtual_ips = {}, {}, [], []
+        stay = []
+        for exchange, tasks in src.pending:
+            spis = {getattr(t, "rekey", None) for t in tasks} | {
+                getattr(t, "our_spi", None) for t in tasks
+            }
+            (dst.pending if spis & moved else stay).append((exchange, tasks))
+        src.pending = stay
 
     def ike_rekey_done(self, new: IkeSa, nonces: tuple) -> None:
         """Our rekey is answered. Unless the peer's simultaneous rekey wins (2.8.1), the
@@ -466,6 +475,8 @@ class IkeSa:
             return None
         times = [self.setup_deadline, self.outstanding.deadline if self.outstanding else None,
                  self.mcsa_at]  # fmt: skip
+        if self.pending and self.outstanding is None and self.state is S.ESTABLISHED:
+            times.append(self.now)  # queued exchanges (handed over by a rekey): send them
         if self.state is S.ESTABLISHED:
             times += (self.ike_rekey_at, self.ike_expire_at, self._dpd_at())
             for c in self.children.values():
