@@ -21,8 +21,8 @@ charon {{
   port = {port}
   port_nat_t = {port_nat}
   load_modular = no
-  load = random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey kdf {kernel} socket-default vici
-{routes}  retransmit_tries = 2
+  load = random nonce openssl pem pkcs1 pkcs8 x509 revocation constraints pubkey kdf {kernel} socket-default vici {plugins}
+{routes}{settings}  retransmit_tries = 2
   plugins {{
     vici {{
       socket = unix://{dir}/charon.vici
@@ -54,7 +54,10 @@ class Charon:
     """charon-systemd in `home`; with `netns`, inside that network namespace (kernel-libipsec:
     CHILD_SAs are really installed there)."""
 
-    def __init__(self, home: Path, port: int, netns: str | None = None) -> None:
+    def __init__(self, home: Path, port: int, netns: str | None = None, *, plugins: str = "",
+                 settings: str = "") -> None:  # fmt: skip
+        """``plugins``: more to load (e.g. "curl"); ``settings``: more lines of the charon
+        section (e.g. "  hash_and_url = yes\n")."""
         if not os.path.exists(CHARON):
             raise AssertionError(
                 "strongSwan is not installed: apt-get install strongswan-charon strongswan-swanctl charon-systemd"
@@ -65,7 +68,15 @@ class Charon:
             (self.swanctl_dir / sub).mkdir(parents=True, exist_ok=True)
         kernel, routes = NETNS_KERNEL if netns else HOST_KERNEL
         (home / "strongswan.conf").write_text(
-            CONF.format(port=port, port_nat=port + 1, dir=home, kernel=kernel, routes=routes)
+            CONF.format(
+                port=port,
+                port_nat=port + 1,
+                dir=home,
+                kernel=kernel,
+                routes=routes,
+                plugins=plugins,
+                settings=settings,
+            )  # fmt: skip
         )
         self.env = {
             **os.environ,

@@ -15,6 +15,8 @@ loopback: libipsec needs the local TS to hold a local address) with a /28 of the
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -23,6 +25,7 @@ import sys
 import time
 
 import pytest
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from helpers import wait_until, write_topology
 from netns import pair, pids_in
@@ -126,10 +129,15 @@ class Setup:
         lifetimes=None,
         ike_lifetime=None,
         charon_children=CHILDREN,
+        cp=False,
+        hash_url=False,
     ) -> None:
         """`lifetimes`: {payload: seconds} with `rekey`; `ike_lifetime`: with `ikev2-ikesa
-        rekey`."""
+        rekey`; `cp`: the first payload's TSi is an IP pool of the service and charon asks for
+        a virtual IP in it; `hash_url`: both sides send their certificate as Hash and URL,
+        served over HTTP from the peer's namespace (http://10.A.B.2:8080/)."""
         lifetimes = lifetimes or {}
+        self.served = tmp_path / "served"  # what the HTTP server in the peer namespace serves
         self.link = link
         ca_key, gw_key, enb_key = (ec.generate_private_key(ec.SECP256R1()) for _ in range(3))
         ca = _cert("Lab Root", ca_key, "Lab Root", ca_key, ca=True)
@@ -144,8 +152,10 @@ class Setup:
         lines = [
             "configure",
             "ca-certificate name lab-root pem url /flash/ca.crt",
-            "certificate name segw pem url /flash/gw.crt private-key pem url /flash/gw.key",
+            "certificate name segw pem url /flash/gw.crt private-key pem url /flash/gw.key"
+            + (f" cert-hash-url {self.base_url()}segw.der" if hash_url else ""),
             "context segw",
+            *([f"ip pool cp {self.pool()[0]} 255.255.255.224"] if cp else []),
             "ipsec transform-set esp-gcm",
             "encryption aes-gcm-256",
             "exit",
@@ -162,14 +172,16 @@ class Setup:
             "ca-certificate list ca-cert-name lab-root",
             "ikev2-ikesa transform-set list ike-gcm",
             *(["ikev2-ikesa rekey"] if ike_lifetime else []),
+            *(["allow-cert-enc cert-hash-url"] if hash_url else []),
             f"max-childsa {len(payloads)}",
         ]
         for i, name in enumerate(payloads, 1):
             lo, hi = self.core(i)
+            first, last = self.pool() if cp and i == 1 else (self.enb_ts(i), self.enb_ts(i))
             lines += [
                 f"payload {name} match childsa match ipv4",
                 "ipsec transform-set list esp-gcm",
-                f"tsi start-address {self.enb_ts(i)} end-address {self.enb_ts(i)}",
+                f"tsi start-address {first} end-address {last}",
                 f"tsr start-address {lo} end-address {hi}",
                 *([f"lifetime {lifetimes[name]}", "rekey"] if name in lifetimes else []),
                 "exit",
@@ -177,27 +189,53 @@ class Setup:
         lines += [
             "exit",
             "wsg-service svc",
+            *(["ip address pool name cp"] if cp else []),
             f"bind address {link.gw_addr} port {GW_PORT} crypto-template tmpl",
             "end",
         ]
         res = ch.exec(*lines)
         assert not any(r.error for r in res), [r.output for r in res if r.error]
 
-        self.charon = charon = Charon(tmp_path / "charon", ENB_PORT, netns=link.peer)
+        self.charon = charon = Charon(
+            tmp_path / "charon", ENB_PORT, netns=link.peer,
+            plugins="curl" if hash_url else "",
+            settings="  hash_and_url = yes\n" if hash_url else "",
+        )  # fmt: skip
+        self.http = None
+        if hash_url:  # our certificate at its URL, charon's where cert_uri_base points
+            self.served.mkdir()
+            (self.served / "segw.der").write_bytes(der(gw))
+            (self.served / hashlib.sha1(der(enb)).hexdigest()).write_bytes(der(enb))
+            self.http = subprocess.Popen(
+                link.exec_argv(link.peer, sys.executable, "-m", "http.server", "8080", "--bind",
+                               link.peer_addr, "--directory", str(self.served)),
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
         d = charon.swanctl_dir
         (d / "x509ca" / "ca.pem").write_bytes(pem(ca))
         (d / "x509" / "enb.pem").write_bytes(pem(enb))
         (d / "private" / "enb.pem").write_bytes(pem(enb_key))
         children = ""
         for i, name in enumerate(charon_children, 1):
-            link.add_address(link.peer, self.enb_ts(i))
             lo, _ = self.core(i)
+            if cp and i == 1:
+                local_ts = "dynamic"  # the virtual IP the gateway assigns
+            else:
+                link.add_address(link.peer, self.enb_ts(i))
+                local_ts = f"{self.enb_ts(i)}/32"
             children += f"""
       {name} {{
-        local_ts = {self.enb_ts(i)}/32
+        local_ts = {local_ts}
         remote_ts = {lo}/28
         esp_proposals = aes256gcm16
       }}"""
+        vips = "\n    vips = 0.0.0.0" if cp else ""
+        authorities = (
+            f"\nauthorities {{\n  lab {{\n    cacert = ca.pem\n"
+            f"    cert_uri_base = {self.base_url()}\n  }}\n}}"
+            if hash_url
+            else ""
+        )
         (d / "swanctl.conf").write_text(f"""
 connections {{
   segw {{
@@ -207,7 +245,7 @@ connections {{
     local_port = {ENB_PORT}
     remote_port = {GW_PORT}
     proposals = aes256gcm16-prfsha256-ecp256
-    mobike = no
+    mobike = no{vips}
     local {{
       auth = pubkey
       certs = enb.pem
@@ -220,7 +258,7 @@ connections {{
     children {{{children}
     }}
   }}
-}}
+}}{authorities}
 """)
         charon.start()
         loaded = charon.swanctl("--load-all")
@@ -228,6 +266,13 @@ connections {{
         # The serving DPCs are ready once the template is: wait for the NPU to listen.
         wait_until(lambda: ch.status().get("npu") is not None, 5, what="the NPU")
         time.sleep(0.5)
+
+    def pool(self) -> tuple[str, str]:
+        """The CP pool: a /27 of the pair's /24 (.96-.127), away from everything else."""
+        return self.link.addr(96), self.link.addr(127)
+
+    def base_url(self) -> str:
+        return f"http://{self.link.peer_addr}:8080/"
 
     def enb_ts(self, i: int) -> str:
         return self.link.addr(64 + i)
@@ -252,6 +297,9 @@ connections {{
 
     def stop(self) -> None:
         self.charon.stop()
+        if self.http is not None:  # ours, by PID
+            self.http.terminate()
+            self.http.wait(5)
 
 
 @pytest.fixture
@@ -265,6 +313,10 @@ def setup(link, chassis_factory, tmp_path):
     yield factory
     for s in made:
         s.stop()
+
+
+def der(cert) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
 
 
 def dump(s: Setup) -> str:
@@ -555,6 +607,48 @@ def test_gateway_rekeys_children_and_the_ike_sa(setup):
             [child] = now[name]
             assert any(f"our SPI {child['out']}, their SPI {child['in']}" in u for u in up), up
         print(f"gateway rekeys (IKE, c1, c2) done {took:.2f} s after the initiate")
+    except AssertionError:
+        print(dump(s))
+        raise
+
+
+def test_charon_gets_its_inner_address_from_the_pool(setup):
+    """CP: charon asks for a virtual IP (vips = 0.0.0.0); the card gives it one from the
+    service's pool, narrows the child's TSi to it, and charon installs it and the child."""
+    s = setup(payloads=CHILDREN[:1], charon_children=CHILDREN[:1], cp=True)
+    try:
+        s.initiate("c1")
+        wait_until(lambda: installed_names(s.charon) == ["c1"], 10, what="c1 installed")
+        (child,) = installed(s.charon)["c1"]
+        vip = child["local"].split("/")[0]
+        first, last = (ipaddress.ip_address(a) for a in s.pool())
+        assert first < ipaddress.ip_address(vip) < last, child  # not the net or broadcast
+        assert f"installing new virtual IP {vip}" in s.charon.log()
+        (row,) = [r for r in gw_sas(s.ch) if r["state"] == "ESTABLISHED"]
+        assert row["address"] == vip
+        # the address goes back to the pool with the IKE SA
+        done = s.charon.swanctl("--terminate", "--ike", "segw", "--timeout", "10", timeout=30)
+        assert done.returncode == 0, done.stdout
+        wait_until(lambda: not gw_sas(s.ch), 5, what="the IKE SA gone at the card")
+    except AssertionError:
+        print(dump(s))
+        raise
+
+
+def test_hash_and_url_both_ways(setup):
+    """`allow-cert-enc cert-hash-url`: charon (hash_and_url = yes) sends its certificate as
+    SHA-1 + URL and the card fetches it over HTTP; the gateway sends ours the same way and
+    charon fetches it (curl)."""
+    s = setup(payloads=CHILDREN[:1], charon_children=CHILDREN[:1], hash_url=True)
+    try:
+        s.initiate("c1")
+        wait_until(lambda: installed_names(s.charon) == ["c1"], 10, what="c1 installed")
+        log = s.charon.log()
+        assert "sending hash-and-url" in log.lower() or "hash and url" in log.lower(), log[-3000:]
+        assert f"{s.base_url()}segw.der" in log  # charon fetched ours
+        assert "received end entity cert" not in log  # it came by URL, not in a CERT payload
+        (row,) = [r for r in gw_sas(s.ch) if r["state"] == "ESTABLISHED"]
+        assert row["peer_id"] == "enb1.example.net"
     except AssertionError:
         print(dump(s))
         raise

@@ -18,7 +18,7 @@ from ..const import CfgType, NotifyType
 from ..message import CpPayload
 from . import Ctx, Task
 
-IP4_ADDRESS, IP4_NETMASK, IP6_ADDRESS = 1, 2, 8
+IP4_ADDRESS, IP6_ADDRESS = 1, 8
 ATTR_VERSION = {IP4_ADDRESS: 4, IP6_ADDRESS: 6}
 
 
@@ -62,11 +62,12 @@ class ConfigTask(Task):
         if self.failed and not sa.assigned:
             ctx.add_notify(NotifyType.INTERNAL_ADDRESS_FAILURE)
             return
+        # Host addresses, without INTERNAL_IP4_NETMASK (strongSwan refuses it in a reply).
         attrs = []
         for address in sa.assigned:
             ip = ipaddress.ip_address(address)
             if ip.version == 4:
-                attrs += [(IP4_ADDRESS, ip.packed), (IP4_NETMASK, bytes([255] * 4))]
+                attrs.append((IP4_ADDRESS, ip.packed))
             else:
                 attrs.append((IP6_ADDRESS, ip.packed + bytes([128])))
         if attrs:
