@@ -258,6 +258,7 @@ class Card:
             ChildRefused,
             Established,
             FetchCertificate,
+            IkeRekeyed,
             Send,
         )
 
@@ -285,6 +286,9 @@ class Card:
                 )
             elif isinstance(out, AuthFailed):
                 log.warning("IKE_AUTH from %s:%d refused: %s", *out.peer, out.reason)
+            elif isinstance(out, IkeRekeyed):
+                log.info("IKE SA %s_i %s_r rekeyed: now %s_i %s_r", out.spi_i.hex(),
+                         out.spi_r.hex(), out.new_spi_i.hex(), out.new_spi_r.hex())  # fmt: skip
             elif isinstance(out, FetchCertificate):
                 self._spawn(self._fetch_certificate(out))
             elif isinstance(out, ChildRefused):

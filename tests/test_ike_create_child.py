@@ -14,7 +14,14 @@ from test_ike_engine import Pair, _inner, config, gw_config, no_internal_errors
 from cards.ike.child import derive_child_keys
 from cards.ike.config import ChildPolicy, ChildProposal
 from cards.ike.const import DhGroup, Encr, Integ, NotifyType, TsType
-from cards.ike.events import ChildDeleted, ChildEstablished, ChildRefused, Deleted
+from cards.ike.events import (
+    ChildDeleted,
+    ChildEstablished,
+    ChildRefused,
+    Deleted,
+    Established,
+    IkeRekeyed,
+)
 from cards.ike.message import KePayload, NotifyPayload
 from cards.ike.payloads import TrafficSelector
 from cards.ike.sa import State
@@ -302,6 +309,10 @@ def test_ike_rekey_either_side_moves_the_children(who):
     assert new_i.keys == new_r.keys and new_i.keys != old_i.keys
     assert set(new_r.children) == kids and not pair.of("r", ChildDeleted)
     assert new_i.send_mid == new_r.recv_mid == 0  # message IDs start again (2.18)
+    # a rekey is not a new establishment: one Established each, and one IkeRekeyed
+    assert len(pair.of("i", Established)) == len(pair.of("r", Established)) == 1
+    (rekeyed,) = pair.of(who, IkeRekeyed)
+    assert (rekeyed.spi_i, rekeyed.new_spi_i) == (old_i.spi_i, new_i.spi_i) and rekeyed.initiator
     paired(pair)
     # the new SA works: liveness, then a child rekey on it
     pair.run(pair.i.check_liveness(new_i.my_spi, pair.now))

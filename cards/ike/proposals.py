@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 from .config import IkeProposal
@@ -80,3 +81,15 @@ def accepted(reply: SaPayload, mine: Sequence[IkeProposal]) -> IkeProposal:
         if _matches(offered, ours) and len(offered) == len(_transforms(ours)):
             return ours
     raise NoProposalChosen("responder chose a transform set we did not offer")
+
+
+@functools.lru_cache(maxsize=256)
+def shared_suite(proposal: IkeProposal):
+    """The proposal's Suite: one shared object per (immutable) proposal, not one per SA."""
+    return proposal.suite
+
+
+@functools.lru_cache(maxsize=256)
+def proposal_name(proposal) -> str:
+    """How an (immutable) IKE or ESP proposal is named in events and logs."""
+    return str(proposal)

@@ -3,36 +3,30 @@
 Message-ID window 1 (RFC 7296 2.3): at most one request of ours is outstanding, retransmitted
 with exponential backoff until answered or given up; a repeated request from the peer is
 answered from the cached response, byte for byte, without processing it again.
+
+Split by concern: the states (states.py), the life cycle after IKE_AUTH (lifecycle.py: MCSA,
+rekeys, lifetimes, DPD), Hash and URL fetches (hash_url.py) and the wire (wire.py: SK, RFC 7383
+fragments, the non-ESP marker) are mixins of IkeSa; the exchanges are tasks (tasks/).
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from enum import Enum
 
 from .child import ChildSa
-from .config import ChildPolicy, IkeConfig, IkeProposal
+from .config import IkeConfig, IkeProposal
 from .const import (
-    FLAG_INITIATOR,
-    FLAG_RESPONSE,
     DhGroup,
     Encr,
-    ExchangeType,
     Integ,
     Prf,
 )
 from .crypto import (
     IkeKeys,
-    IntegrityError,
     derive_ike_keys,
-    open_sk,
-    open_skf,
-    seal_message,
     skeyseed,
-    skeyseed_rekey,
 )
 from .errors import IkeError, PeerRefused, Restart
 from .events import (
@@ -44,85 +38,35 @@ from .events import (
     Deleted,
     Dropped,
     Established,
-    FetchCertificate,
-    IkeRekeyed,
     Out,
     Rejected,
     Retransmit,
-    Send,
 )
+from .hash_url import HashAndUrl
+from .lifecycle import Lifecycle
 from .message import (
-    IkeDecodeError,
     Message,
     NotifyPayload,
     SaPayload,
     SkfPayload,
-    SkPayload,
-    add_non_esp_marker,
-    decode_payloads,
 )
+from .proposals import proposal_name, shared_suite
+from .states import ANSWERS, SETUP_STATES, TRANSITIONS, State, Trigger, X  # noqa: F401
 from .tasks import Ctx, Task
-from .tasks.auth import AuthTask, hash_urls
+from .tasks.auth import AuthTask
 from .tasks.cert_pre import CertPreTask
 from .tasks.child import ChildTask
 from .tasks.config import ConfigTask
 from .tasks.create_child import CreateChildTask, Skip
 from .tasks.informational import (
     AuthFailedNotice,
-    ChildDeleteTask,
-    DeleteTask,
     InformationalResponder,
-    LivenessTask,
 )
 from .tasks.init import InitTask
 from .tasks.rekey_ike import IkeRekeyTask
-
-X = ExchangeType
-MAX_FRAGMENTS = 64  # of one message we reassemble (RFC 7383 leaves the limit to us)
-
-
-class State(Enum):
-    """Named after what the SA waits for."""
-
-    NEW = "new"  # nothing sent or answered yet
-    WAIT_INIT_RESPONSE = "wait-init-response"  # initiator sent IKE_SA_INIT
-    WAIT_AUTH_REQUEST = "wait-auth-request"  # responder answered IKE_SA_INIT (half-open)
-    WAIT_AUTH_RESPONSE = "wait-auth-response"  # initiator sent IKE_AUTH
-    ESTABLISHED = "established"  # waits for INFORMATIONAL (or CREATE_CHILD_SA) requests
-    DELETING = "deleting"  # sent a Delete for the IKE SA, waits for the answer
-    DEAD = "dead"  # waits for nothing; the endpoint forgets it
-
-
-class Trigger(Enum):
-    INIT_SENT = "init-sent"
-    INIT_ANSWERED = "init-answered"
-    AUTH_SENT = "auth-sent"
-    AUTHENTICATED = "authenticated"
-    DELETE_SENT = "delete-sent"
-    CLOSED = "closed"
-    FAILED = "failed"
-
+from .wire import Wire
 
 S, T = State, Trigger
-TRANSITIONS: dict[tuple[State, Trigger], State] = {
-    (S.NEW, T.INIT_SENT): S.WAIT_INIT_RESPONSE,
-    (S.NEW, T.INIT_ANSWERED): S.WAIT_AUTH_REQUEST,
-    (S.WAIT_INIT_RESPONSE, T.AUTH_SENT): S.WAIT_AUTH_RESPONSE,
-    (S.WAIT_AUTH_REQUEST, T.AUTHENTICATED): S.ESTABLISHED,
-    (S.WAIT_AUTH_RESPONSE, T.AUTHENTICATED): S.ESTABLISHED,
-    (S.ESTABLISHED, T.DELETE_SENT): S.DELETING,
-    (S.ESTABLISHED, T.CLOSED): S.DEAD,
-    (S.DELETING, T.CLOSED): S.DEAD,
-} | {(s, T.FAILED): S.DEAD for s in State if s is not S.DEAD}
-
-# Requests the SA answers in each state; any other request is dropped.
-ANSWERS: dict[State, frozenset[int]] = {
-    S.NEW: frozenset({X.IKE_SA_INIT}),
-    S.WAIT_AUTH_REQUEST: frozenset({X.IKE_AUTH}),
-    S.ESTABLISHED: frozenset({X.INFORMATIONAL, X.CREATE_CHILD_SA}),
-    S.DELETING: frozenset({X.INFORMATIONAL, X.CREATE_CHILD_SA}),
-}
-SETUP_STATES = frozenset({S.NEW, S.WAIT_INIT_RESPONSE, S.WAIT_AUTH_REQUEST, S.WAIT_AUTH_RESPONSE})
 
 
 @dataclass
@@ -142,19 +86,7 @@ def _digest(request: bytes) -> bytes:
     return hashlib.sha256(request).digest()
 
 
-@functools.lru_cache(maxsize=256)
-def _suite(proposal: IkeProposal):
-    """The proposal's Suite: one shared object per (immutable) proposal, not one per SA."""
-    return proposal.suite
-
-
-@functools.lru_cache(maxsize=256)
-def _name(proposal) -> str:
-    """How an (immutable) IKE or ESP proposal is named in events and logs."""
-    return str(proposal)
-
-
-class IkeSa:
+class IkeSa(Lifecycle, HashAndUrl, Wire):
     # A card holds many of these (and restores them from checkpoints), so the attributes set
     # in __init__ live in slots, not in a per-instance dict (about 1.5 KB less per SA). List a
     # new attribute here: one that is not still works ("__dict__"), but brings the dict back.
@@ -245,7 +177,7 @@ class IkeSa:
         return self.nr if self.initiator else self.ni
 
     def set_keys(self, chosen: IkeProposal, shared: bytes) -> None:
-        self.proposal, self.suite = chosen, _suite(chosen)
+        self.proposal, self.suite = chosen, shared_suite(chosen)
         seed = skeyseed(chosen.prf, self.ni, self.nr, shared)
         self.keys = derive_ike_keys(self.suite, seed, self.ni, self.nr, self.spi_i, self.spi_r)
 
@@ -265,14 +197,8 @@ class IkeSa:
         if self.config.mcsa_delay_s is not None and len(self.config.children) > 1:
             self.mcsa_at = self.now + self.config.mcsa_delay_s
         self._ike_timers()
-
-    def _ike_timers(self) -> None:
-        self.last_heard = self.now
-        life = self.config.ike_lifetime_s
-        self.ike_expire_at = self.now + life
-        self.ike_rekey_at = self.now + 0.9 * life if self.config.ike_rekey else None
         self.emit(Established(self.spi_i, self.spi_r, self.peer_id, self.peer_cert_subject,
-                              self.peer, _name(self.proposal), self.initiator))  # fmt: skip
+                              self.peer, proposal_name(self.proposal), self.initiator))  # fmt: skip
 
     def child_up(self, child: ChildSa, rekey_of: bytes | None = None) -> None:
         policy = self.policy(child.policy)
@@ -280,128 +206,8 @@ class IkeSa:
         child.rekey_at = self.now + 0.9 * policy.lifetime_s if policy.rekey else None
         self.children[child.our_spi] = child
         self.emit(ChildEstablished(self.spi_i, self.spi_r, child.our_spi, child.their_spi,
-                                   child.tsi, child.tsr, _name(child.suite), child.policy,
+                                   child.tsi, child.tsr, proposal_name(child.suite), child.policy,
                                    rekey_of or b""))  # fmt: skip
-
-    # ------------------------------------------------------------------ MCSA and rekeys
-    def policy(self, name: str):
-        """The child-SA payload called ``name`` (the first one if it is no longer configured)."""
-        return next((p for p in self.config.children if p.name == name), None) or (
-            self.config.children[0] if self.config.children else ChildPolicy()
-        )
-
-    def covered(self, name: str) -> bool:
-        return any(c.policy == name for c in self.children.values())
-
-    def child_count(self) -> int:
-        """Child SAs against max-childsa: a child being replaced by a rekey counts once."""
-        return len(self.children) - sum(1 for old in self.replacing if old in self.children)
-
-    def overloaded(self) -> None:
-        """A request beyond max-childsa: `overload-action terminate` deletes the IKE SA."""
-        if self.config.overload_action == "terminate":
-            self.pending.append((X.INFORMATIONAL, [DeleteTask()]))
-
-    def rekey_done(self, old: bytes, new: ChildSa) -> None:
-        """Our rekey of ``old`` is answered: delete the old child (and settle a collision)."""
-        entry = self.replacing.setdefault(old, {})
-        entry["mine"] = new
-        if not entry.get("deleting"):
-            entry["deleting"] = True
-            self.pending.append((X.INFORMATIONAL, [ChildDeleteTask(old)]))
-        self._settle(old)
-
-    def rekey_failed(self, old: bytes) -> None:
-        if old in self.children and old not in self.replacing:
-            self.children[old].rekey_at = None  # the child runs out its lifetime instead
-
-    def rekeyed_by_peer(self, old: bytes, new: ChildSa) -> None:
-        self.replacing.setdefault(old, {})["theirs"] = new
-        self._settle(old)
-
-    def _settle(self, old: bytes) -> None:
-        """Both sides rekeyed ``old``: the new child holding the lowest of the four nonces is
-        redundant and deleted by the side that created it (RFC 7296 2.8.1)."""
-        entry = self.replacing.get(old, {})
-        mine, theirs = entry.get("mine"), entry.get("theirs")
-        if mine is None or theirs is None or entry.get("settled"):
-            return
-        entry["settled"] = True
-        if min(mine.nonces + theirs.nonces) in mine.nonces:
-            self.pending.append((X.INFORMATIONAL, [ChildDeleteTask(mine.our_spi)]))
-
-    # ------------------------------------------------------------------ IKE SA rekey
-    def successor_sa(self, chosen: IkeProposal, initiator: bool, spi_i: bytes, spi_r: bytes,
-                     ni: bytes, nr: bytes, shared: bytes) -> IkeSa:  # fmt: skip
-        """The IKE SA a rekey makes: keys from SK_d (old) and the new g^ir (2.18)."""
-        new = IkeSa(self.config, self.rand, initiator=initiator, spi_i=spi_i, spi_r=spi_r,
-                    local=self.local, peer=self.peer, wall_clock=self.wall_clock)  # fmt: skip
-        new.proposal, new.suite, new.ni, new.nr = chosen, _suite(chosen), ni, nr
-        seed = skeyseed_rekey(self.suite.prf, self.keys.sk_d, shared, ni, nr)
-        new.keys = derive_ike_keys(new.suite, seed, ni, nr, spi_i, spi_r)
-        new.state, new.now = S.ESTABLISHED, self.now
-        new.peer_id, new.peer_cert_subject = self.peer_id, self.peer_cert_subject
-        new.nat_local, new.nat_remote, new.peer_hashes = (
-            self.nat_local,
-            self.nat_remote,
-            self.peer_hashes,
-        )
-        new.new_esp_spi, new.new_ike_spi = self.new_esp_spi, self.new_ike_spi
-        new._out = self._out  # what it sends in this step leaves with ours
-        new._ike_timers()
-        self.successors.append(new)
-        self.emit(IkeRekeyed(self.spi_i, self.spi_r, spi_i, spi_r, initiator))
-        return new
-
-    def _hand_children(self, src: IkeSa, dst: IkeSa) -> None:
-        """A rekey's new IKE SA takes the CHILD_SAs, the peer's inner addresses and the child
-        exchanges still queued for them (a child rekey due in the same tick as the IKE SA's)."""
-        moved = set(src.children)
-        dst.children.update(src.children)
-        dst.replacing.update(src.replacing)
-        dst.assigned, dst.virtual_ips = src.assigned, src.virtual_ips
-        src.children, src.replacing, src.assigned, src.virtual_ips = {}, {}, [], []
-        stay = []
-        for exchange, tasks in src.pending:
-            spis = {getattr(t, "rekey", None) for t in tasks} | {
-                getattr(t, "our_spi", None) for t in tasks
-            }
-            (dst.pending if spis & moved else stay).append((exchange, tasks))
-        src.pending = stay
-
-    def ike_rekey_done(self, new: IkeSa, nonces: tuple) -> None:
-        """Our rekey is answered. Unless the peer's simultaneous rekey wins (2.8.1), the
-        children move to our new SA and we delete this one."""
-        self.rekeyed_ours = (new, nonces)
-        theirs = self.rekeyed_to_theirs
-        if theirs is not None and min(nonces + theirs[1]) in nonces:
-            self._redundant(new)
-            return  # the peer deletes this SA; the children are on its new one already
-        self._hand_children(theirs[0] if theirs else self, new)
-        self.pending.append((X.INFORMATIONAL, [DeleteTask()]))
-
-    def ike_rekeyed_by_peer(self, new: IkeSa, nonces: tuple) -> None:
-        """We answered the peer's rekey: the children move to the new SA and the peer deletes
-        this one, unless our own rekey crossed it and wins (its SA has the lowest nonce)."""
-        ours = self.rekeyed_ours
-        if ours is not None:  # ours was answered first: settle now
-            if min(ours[1] + nonces) in ours[1]:
-                self._hand_children(ours[0], new)
-                self._redundant(ours[0])
-            return
-        self._hand_children(self, new)
-        if self.ike_rekeying is not None:
-            self.rekeyed_to_theirs = (new, nonces)
-
-    def _redundant(self, new: IkeSa) -> None:
-        """Our new SA lost a rekey collision: we created it, so we delete it."""
-        new.pending.append((X.INFORMATIONAL, [DeleteTask()]))
-        new._out = self._out
-        new._kick(self.now)
-
-    def ike_rekey_failed(self) -> None:
-        if self.ike_expire_at is not None:  # try again later, within the lifetime
-            self.ike_rekey_at = min(self.now + 30, self.ike_expire_at)
 
     def child_down(self, our_spi: bytes, reason: str) -> ChildSa | None:
         child = self.children.pop(our_spi, None)
@@ -579,43 +385,6 @@ class IkeSa:
         self.emit(Retransmit(self.spi_i, self.spi_r, out.message_id, out.retries))
         self._send(out.data, self.local, self.peer)
 
-    def _lifetimes(self, now: float) -> None:
-        """Responder-triggered MCSA, rekeys at 90% of the lifetime, expiry."""
-        if self.ike_expire_at is not None and now >= self.ike_expire_at:
-            self.ike_expire_at = self.ike_rekey_at = None
-            self.pending.append((X.INFORMATIONAL, [DeleteTask()]))
-        elif self.ike_rekey_at is not None and now >= self.ike_rekey_at:
-            self.ike_rekey_at = None
-            if self.ike_rekeying is None:
-                self.pending.append((X.CREATE_CHILD_SA, [IkeRekeyTask()]))
-        dpd = self._dpd_at()
-        if dpd is not None and now >= dpd:
-            cfg = self.config
-            self.pending.append((X.INFORMATIONAL,
-                                 [LivenessTask(retry=(cfg.dpd_retry_s, cfg.dpd_max_retries))]))  # fmt: skip
-        if self.mcsa_at is not None and now >= self.mcsa_at:
-            self.mcsa_at = None
-            for policy in self.config.children:
-                if not self.covered(policy.name):
-                    self.pending.append((X.CREATE_CHILD_SA, [CreateChildTask(policy)]))
-        for spi, child in list(self.children.items()):
-            if child.expire_at is not None and now >= child.expire_at:
-                child.expire_at = child.rekey_at = None
-                self.pending.append((X.INFORMATIONAL, [ChildDeleteTask(spi)]))
-            elif child.rekey_at is not None and now >= child.rekey_at:
-                child.rekey_at = None
-                if spi not in self.replacing:
-                    self.pending.append((X.CREATE_CHILD_SA, [CreateChildTask(rekey=spi)]))
-        self._kick(now)
-
-    def _dpd_at(self) -> float | None:
-        """When to check liveness: after dpd_interval_s without a word from the peer, if
-        nothing of ours is in flight (a request in flight checks liveness already)."""
-        interval = self.config.dpd_interval_s
-        if interval is None or self.outstanding is not None or self.pending:
-            return None
-        return self.last_heard + interval
-
     def _rto(self, retries: int) -> float:
         return self.config.retransmit_timeout_ms / 1000 * 2**retries
 
@@ -648,44 +417,6 @@ class IkeSa:
         if not isinstance(payloads, IkeError) and self._must_fetch(msg, payloads):
             return
         self._answer(msg, payloads)
-
-    # ------------------------------------------------------------------ Hash and URL
-    def _must_fetch(self, msg: Message, payloads, out: Outstanding | None = None) -> bool:
-        """IKE_AUTH with certificates as Hash and URL: park it and have them fetched."""
-        if msg.exchange != X.IKE_AUTH or not self.config.hash_and_url:
-            return False
-        wanted = [(url, digest) for url, digest in hash_urls(payloads)
-                  if url not in (self.fetched or {})]  # fmt: skip
-        if not wanted:
-            return False
-        self.fetched = self.fetched or {}
-        self.parked = (msg, payloads, out)
-        cfg = self.config
-        for url, digest in wanted:
-            self.fetched.setdefault(url, None)
-            self.emit(FetchCertificate(self.my_spi, url, digest, cfg.fetch_max_bytes,
-                                       cfg.fetch_timeout_s))  # fmt: skip
-        self.pending_fetches = {url for url, _ in wanted}
-        return True
-
-    def resolve(self, url: str, data: bytes | None, now: float) -> list[Out]:
-        """A fetch is done (``data`` None: it failed); the parked request goes on once all
-        of its certificates are in. A body over the limit counts as failed."""
-        return self._run(now, self._resolve, url, data)
-
-    def _resolve(self, url: str, data: bytes | None) -> None:
-        if self.parked is None or url not in self.pending_fetches:
-            return
-        if data is not None and len(data) > self.config.fetch_max_bytes:
-            data = None
-        self.fetched[url] = bytes(data) if data is not None else None
-        self.pending_fetches.discard(url)
-        if not self.pending_fetches:
-            (msg, payloads, out), self.parked = self.parked, None
-            if msg.is_response:
-                self._process_response(out, msg, payloads, self.now)
-            else:
-                self._answer(msg, payloads)
 
     def _passive(self, exchange: int, payloads) -> list[Task]:
         """The responder's tasks for a request; setup tasks share state across exchanges."""
@@ -740,81 +471,6 @@ class IkeSa:
             self.fail(error.reason, auth=True)
         self._kick(self.now)  # what answering queued (a delete after max-childsa, ...)
 
-    # ------------------------------------------------------------------ wire
-    def _open(self, msg: Message):
-        """Cleartext payloads; None when dropped (bad ICV) or when fragments are still missing;
-        an IkeError when malformed inside."""
-        if msg.exchange == X.IKE_SA_INIT:
-            return msg.payloads
-        last = msg.payloads[-1] if msg.payloads else None
-        if self.keys is None or not isinstance(last, SkPayload | SkfPayload):
-            self.emit(Dropped(self.peer, "no SK payload to authenticate"))  # never answered
-            return None
-        keys = self.keys.inbound(self.initiator)
-        try:
-            if isinstance(last, SkfPayload):
-                return self._reassemble(msg, last, keys)
-            payloads = open_sk(msg, self.suite, keys)
-        except IntegrityError as exc:
-            self.emit(Dropped(self.peer, f"integrity check failed: {exc}"))
-            return None
-        except IkeDecodeError as exc:
-            return IkeError.from_decode(exc)
-        self.last_heard = self.now  # authentic: the peer is alive
-        return payloads
-
-    def _reassemble(self, msg: Message, skf: SkfPayload, keys):
-        """RFC 7383 2.6: every fragment is authenticated on its own and kept until all of its
-        message are in; then the plaintexts joined are one payload chain."""
-        if not self.fragmenting:
-            self.emit(Dropped(self.peer, "a fragment, but fragmentation was not negotiated"))
-            return None
-        _, plain = open_skf(msg, self.suite, keys)
-        self.last_heard = self.now
-        key = (msg.message_id, msg.is_response, skf.total)
-        buf = self.reassembly
-        if buf.get("key") != key:  # a new message (fragments of an older one are dropped)
-            if skf.total > MAX_FRAGMENTS:
-                self.emit(Dropped(self.peer, f"{skf.total} fragments (at most {MAX_FRAGMENTS})"))
-                return None
-            buf.clear()
-            buf.update(key=key, parts={})
-        buf["parts"].setdefault(skf.number, plain)
-        if skf.number == 1:
-            buf["first"], buf["first_raw"] = skf.first_inner, msg.raw
-        if len(buf["parts"]) < skf.total:
-            return None
-        data = b"".join(buf["parts"][n] for n in range(1, skf.total + 1))
-        self.first_fragment = buf["first_raw"]  # what a retransmission is recognised by
-        first = buf["first"]
-        buf.clear()
-        return decode_payloads(first, data)
-
-    def _encode(self, exchange: int, mid: int, response: bool, payloads: list,
-                spi_r: bytes | None = None) -> tuple[bytes, ...]:  # fmt: skip
-        """The datagrams of one message: one, or RFC 7383 fragments when both sides support
-        them and it would not fit in ``fragment_size`` (an IP datagram)."""
-        flags = (FLAG_INITIATOR if self.initiator else 0) | (FLAG_RESPONSE if response else 0)
-        head = Message(self.spi_i, self.spi_r if spi_r is None else spi_r, exchange, flags, mid)
-        if exchange == X.IKE_SA_INIT:
-            head.payloads = list(payloads)
-            return (head.encode(),)
-        keys = self.keys.outbound(self.initiator)
-        limit = self._max_datagram() if self.fragmenting else None
-        return tuple(seal_message(head, payloads, self.suite, keys, self.rand, limit))
-
-    def _max_datagram(self) -> int:
-        """Largest IKE message in one fragment: the IP datagram less IP, UDP, marker."""
-        ip_udp = 48 if ":" in self.peer[0] else 28
-        marker = 0 if 500 in (self.local[1], self.peer[1]) else 4
-        return self.config.fragment_size - ip_udp - marker
-
-    def _send(self, datagrams: tuple[bytes, ...], src: Addr, dst: Addr) -> None:
-        # RFC 3948 framing: when neither port is 500 every IKE packet carries the marker.
-        marked = 500 not in (src[1], dst[1])
-        for data in datagrams:
-            self.emit(Send(add_non_esp_marker(data) if marked else data, src, dst))
-
     # ------------------------------------------------------------------ checkpoints
     def to_checkpoint(self) -> dict:
         """Everything an established SA needs on the standby card (JSON/msgpack-able)."""
@@ -856,7 +512,7 @@ class IkeSa:
         proposal = IkeProposal(Encr(e), bits, Prf(prf), Integ(integ), DhGroup(dh))
         # Restored SAs share the configured proposal object when it is one of ours.
         sa.proposal = next((p for p in config.proposals if p == proposal), proposal)
-        sa.suite = _suite(sa.proposal)
+        sa.suite = shared_suite(sa.proposal)
         sa.keys = IkeKeys(**{k: bytes.fromhex(v) for k, v in d["keys"].items()})
         sa.state = State[d["state"]]
         sa.send_mid, sa.recv_mid = int(d["send_mid"]), int(d["recv_mid"])
