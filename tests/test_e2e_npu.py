@@ -12,13 +12,13 @@ import time
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from helpers import wait_until
+from helpers import wait_until, write_topology
 from pki_material import NOW, lab
 
 from cards.ike.config import Credentials, IkeConfig
-from cards.ike.const import ExchangeType
+from cards.ike.const import ExchangeType, NotifyType
 from cards.ike.engine import Endpoint
-from cards.ike.events import Send
+from cards.ike.events import Alive, Established, Send
 from cards.ike.message import Message
 from cards.spi import make_spi, slot_of_spi
 from chassis.npu import steer
@@ -297,3 +297,81 @@ def test_a_hung_card_never_delays_another_cards_traffic(chassis_factory, tmp_pat
     after = settled(ch)
     assert after[STOPPED] - rx_before[STOPPED] == steered - dropped, (after, rx_before)
     assert after[LIVE] - rx_before[LIVE] == len(rtts)
+
+
+def test_a_half_open_flood_gets_cookies_and_spares_established_sas(chassis_factory, tmp_path):
+    #  one eNodeB's IKE SA is up; then 3,000 IKE_SA_INITs with fresh SPIs arrive in 3 s
+    #  <-- HDR, SAr1, KEr, Nr ...          (until a card holds 1,000 half-open SAs)
+    #  <-- HDR(A,0), N(COOKIE)             (every one after that)
+    #  the established SA still answers its liveness check meanwhile
+    ch = chassis_factory(write_topology(tmp_path, HUNG))
+    gw = ("127.0.0.1", serve_template(ch))
+    m = lab()
+    own = Credentials(
+        x509.load_pem_x509_certificate(m["gw1.crt"]), load_pem_private_key(m["gw1.key"], None)
+    )
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+    sock.bind(("127.0.0.1", 0))
+    local = sock.getsockname()
+    cfg = IkeConfig(own, (x509.load_pem_x509_certificate(m["ca.crt"]),))
+    enb = Endpoint(cfg, rand=os.urandom, wall_clock=lambda: NOW, local=local)
+    events: list = []
+
+    def pump(outs, until, timeout):
+        for o in outs:
+            (sock.sendto(o.data, o.dst) if isinstance(o, Send) else events.append(o))
+        deadline = time.monotonic() + timeout
+        while not until() and time.monotonic() < deadline:
+            sock.settimeout(0.05)
+            try:
+                data, src = sock.recvfrom(65536)
+                outs = enb.receive(data, src, local, time.monotonic())
+            except TimeoutError:  # our retransmissions (a request may be dropped in the flood)
+                outs = enb.handle_timer(time.monotonic())
+            for o in outs:
+                (sock.sendto(o.data, o.dst) if isinstance(o, Send) else events.append(o))
+        return until()
+
+    try:
+        wait_until(lambda: ch.status().get("npu") is not None, 5, what="the NPU")
+        time.sleep(0.3)
+        up = pump(enb.initiate(gw, time.monotonic(), local), lambda: any(
+            isinstance(e, Established) for e in events), 15)  # fmt: skip
+        assert up, events
+        (sa,) = enb.sas.values()
+        template = real_init(os.urandom(8), local, gw)  # marked: 4 zero bytes, then the header
+        flood = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        flood.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+        flood.bind(("127.0.0.1", 0))
+        flood.setblocking(False)
+
+        def burst(n):  # 1,000/s: what two cards can take in (beyond, the NPU drops)
+            for i in range(n):
+                flood.sendto(template[:4] + os.urandom(8) + template[12:], gw)
+                if i % 100 == 99:
+                    time.sleep(0.1)
+
+        burst(1500)  # past the threshold on both cards, and they are still busy with it
+        alive = pump(enb.check_liveness(sa.spi_i, time.monotonic()),
+                     lambda: any(isinstance(e, Alive) for e in events), 10)  # fmt: skip
+        assert alive, "the established SA did not answer during the flood"
+        burst(1500)
+        answers, cookies, deadline = 0, 0, time.monotonic() + 30
+        while time.monotonic() < deadline and answers < 3000:
+            try:
+                data = flood.recv(65536)
+            except BlockingIOError:
+                time.sleep(0.02)
+                continue
+            answers += 1
+            msg = Message.decode(data[4:])
+            cookies += any(getattr(p, "type", None) == NotifyType.COOKIE for p in msg.payloads)
+        flood.close()
+    finally:
+        sock.close()
+    assert answers == 3000  # every request answered: a response or a COOKIE demand
+    assert 0 < 3000 - cookies <= 2000 and cookies >= 1000  # 1,000 half-open SAs per card
+    # and the established SA is still there, at the card
+    rows = ch.exec("show crypto ikev2-ikesa security-associations")[0].data["sas"]
+    assert sum(r["state"] == "ESTABLISHED" for r in rows) == 1
