@@ -165,6 +165,7 @@ class Gateway:
         self._built: dict[tuple[str, int], str] = {}  # what each endpoint was built from
         self.maps: dict[tuple[str, int], MapState] = {}  # by the map's local address
         self.owned: set[str] = set()  # crypto maps the supervisor asked this card to initiate
+        self.esp: dict[bytes, object] = {}  # the data plane: inbound SPI -> cards.esp.EspSa
 
     def configure(self, tree: dict, credentials: Credentials, share: dict | None = None) -> None:
         """(Re)build the endpoints whose service, map, template or credentials changed.
@@ -328,6 +329,40 @@ class Gateway:
                     }
                 )
         return rows
+
+    def child_table(self, now: float, limit: int = 10000) -> list[dict]:
+        """What `show crypto ipsec security-associations` prints for this card: every
+        CHILD_SA with its SPIs, selectors, transforms, lifetime and data-plane counters."""
+        from cards.ike.child import describe_ts
+
+        rows = []
+        for endpoint in self.endpoints.values():
+            for sa in endpoint.sas.values():
+                for c in sa.children.values():
+                    if len(rows) >= limit:
+                        return rows
+                    rows.append(
+                        {
+                            "ike_spi": f"{sa.spi_i.hex()}_i {sa.spi_r.hex()}_r",
+                            "peer": f"{sa.peer[0]}:{sa.peer[1]}",
+                            "peer_id": sa.peer_id,
+                            "payload": c.policy,
+                            "spi_in": c.our_spi.hex(),
+                            "spi_out": c.their_spi.hex(),
+                            "suite": str(c.suite),
+                            "tsi": describe_ts(c.tsi),
+                            "tsr": describe_ts(c.tsr),
+                            "lifetime_s": round(c.expire_at - now) if c.expire_at else None,
+                            "rekey_in_s": round(c.rekey_at - now) if c.rekey_at else None,
+                            **self.esp_counters(c.our_spi),
+                        }
+                    )
+        return rows
+
+    def esp_counters(self, spi: bytes) -> dict:
+        """The data plane's counters of one child (none until ESP flows)."""
+        esp = self.esp.get(spi)
+        return esp.counters() if esp is not None else {}
 
     def sa_count(self) -> int:
         from cards.ike.sa import State

@@ -134,6 +134,9 @@ class Card:
             self._spawn(self._cmp_fetch(inc, msg.args))
         elif isinstance(msg, Request) and msg.method == "ike.sas":
             self.ctl.reply(inc, True, self.gateway.sa_table() if self.gateway else [])
+        elif isinstance(msg, Request) and msg.method == "ipsec.sas":
+            rows = self.gateway.child_table(self.mono.now()) if self.gateway else []
+            self.ctl.reply(inc, True, rows)
         elif isinstance(msg, Request) and msg.method == "ike.maps":
             self.owned_maps = sorted(msg.args.get("own", []))
             if self.gateway is not None:

@@ -107,8 +107,8 @@ class System:
     async def cmp_fetch(self, card: int | None, name: str, ca: str) -> str:
         return await self.sup.certs.cmp_fetch(card, name, ca)
 
-    async def ike_sas(self) -> dict[int, list[dict]]:
-        return await self.sup.ike_sas()
+    async def ike_sas(self, method: str = "ike.sas") -> dict[int, list[dict]]:
+        return await self.sup.ike_sas(method)
 
     def propagation(self) -> list[float]:
         return list(self.sup.fanout.propagation)
@@ -446,14 +446,15 @@ class Supervisor:
         if self.platform == "asr9000":
             self.certs.auto_fetch()
 
-    async def ike_sas(self) -> dict[int, list[dict]]:
-        """Every card in service's IKE SAs (asked at once; a silent card counts as none)."""
+    async def ike_sas(self, method: str = "ike.sas") -> dict[int, list[dict]]:
+        """Every card in service's IKE SAs ("ike.sas") or CHILD_SAs ("ipsec.sas"), asked at
+        once; a silent card counts as none."""
         slots = [s for s in self.packet_slots if self.cards.cards[s].in_service]
 
         async def ask(slot: int):
             try:
                 return slot, await self.pending.call(
-                    self.ctl, Request("ike.sas", {}), to=f"slot-{slot}".encode(), timeout=2
+                    self.ctl, Request(method, {}), to=f"slot-{slot}".encode(), timeout=2
                 )
             except (TimeoutError, RpcError) as exc:
                 log.warning("slot %d: no IKE SA table: %s", slot, exc)

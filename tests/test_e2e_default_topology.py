@@ -101,3 +101,10 @@ def test_default_topology_accepts_an_enodeb(chassis_factory):
     (row,) = rows
     assert row["peer_id"] == "enb7.lab.example" and row["address"] == inner
     assert row["state"] == "ESTABLISHED" and row["children"] == 1
+    child = ch.exec("show crypto ipsec security-associations")[0]
+    (c,) = child.data["sas"]
+    assert c["payload"] == "s1" and c["peer_id"] == "enb7.lab.example"
+    assert c["tsi"] == inner and c["suite"] == "aes_gcm_16256" and c["lifetime_s"] > 86000
+    assert int(c["spi_in"][:2], 16) == c["card"]  # our inbound SPI carries the slot
+    summary = ch.exec("show crypto ipsec security-associations summary")[0].data
+    assert summary["total"] == 1

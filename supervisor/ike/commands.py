@@ -246,6 +246,36 @@ def _show_ikesa(args: dict, ctx: Any) -> Deferred:
     return Deferred(work, show)
 
 
+def _show_ipsec(args: dict, ctx: Any) -> Deferred:
+    system, summary = ctx.system, "summary" in args
+
+    async def work():
+        return await system.ike_sas("ipsec.sas")
+
+    def show(by_card: dict) -> Result:
+        rows = [{"card": slot, **row} for slot, sas in sorted(by_card.items()) for row in sas]
+        per_card = {str(slot): len(sas) for slot, sas in sorted(by_card.items())}
+        if summary:
+            lines = [f"IPsec child SAs: {len(rows)}"]
+            lines += [f"  card {slot}: {n}" for slot, n in per_card.items()]
+            return Result("\n".join(lines), {"total": len(rows), "per_card": per_card})
+        lines = []
+        for r in rows:
+            life = f"{r['lifetime_s']} s" if r.get("lifetime_s") is not None else "-"
+            lines += [
+                f"Card {r['card']}  peer {r['peer']} ({r['peer_id']})  payload {r['payload']}",
+                f"  SPI in {r['spi_in']}  out {r['spi_out']}  {r['suite']}  lifetime {life}",
+                f"  TSi {r['tsi']}  TSr {r['tsr']}",
+                f"  packets in {r.get('packets_in', 0)} out {r.get('packets_out', 0)}  "
+                f"bytes in {r.get('bytes_in', 0)} out {r.get('bytes_out', 0)}  "
+                f"dropped {sum(v for k, v in r.items() if k.startswith('dropped_'))}",
+            ]
+        lines.append(f"Total IPsec child SAs: {len(rows)}")
+        return Result("\n".join(lines), {"sas": rows})
+
+    return Deferred(work, show)
+
+
 def register(g: Grammar) -> None:
     g.command(
         "exec",
@@ -256,6 +286,18 @@ def register(g: Grammar) -> None:
             "crypto": "Cryptographic state",
             "ikev2-ikesa": "IKEv2 security associations",
             "security-associations": "The IKE SAs of every packet card",
+            "summary": "Counts only",
+        },
+    )
+    g.command(
+        "exec",
+        "show crypto ipsec security-associations [ summary ]",
+        _show_ipsec,
+        help={
+            "show": "Displays information",
+            "crypto": "Cryptographic state",
+            "ipsec": "IPsec (child) security associations",
+            "security-associations": "The child SAs of every packet card",
             "summary": "Counts only",
         },
     )
