@@ -330,6 +330,30 @@ class Gateway:
                 )
         return rows
 
+    def key_table(self) -> list[dict]:
+        """The keys of every IKE SA that has them and of its CHILD_SAs, for `chassis capture
+        --keys` only (the "ike.keys" RPC): never logged, never in a show command."""
+        rows = []
+        for endpoint in self.endpoints.values():
+            for sa in endpoint.sas.values():
+                p, k = getattr(sa, "proposal", None), getattr(sa, "keys", None)
+                if p is None or k is None:
+                    continue  # IKE_SA_INIT not done: nothing is encrypted yet
+                children = [
+                    {"our_spi": c.our_spi.hex(), "their_spi": c.their_spi.hex(),
+                     "encr": int(c.suite.encr), "key_bits": c.suite.key_bits,
+                     "integ": int(c.suite.integ), "inbound": [x.hex() for x in c.inbound],
+                     "outbound": [x.hex() for x in c.outbound]}
+                    for c in sa.children.values()
+                ]  # fmt: skip
+                rows.append(
+                    {"local": list(sa.local), "peer": list(sa.peer), "spi_i": sa.spi_i.hex(),
+                     "spi_r": sa.spi_r.hex(), "encr": int(p.encr), "key_bits": p.key_bits,
+                     "integ": int(p.integ), "sk_ei": k.sk_ei.hex(), "sk_er": k.sk_er.hex(),
+                     "sk_ai": k.sk_ai.hex(), "sk_ar": k.sk_ar.hex(), "children": children}
+                )  # fmt: skip
+        return rows
+
     def child_table(self, now: float, limit: int = 10000) -> list[dict]:
         """What `show crypto ipsec security-associations` prints for this card: every
         CHILD_SA with its SPIs, selectors, transforms, lifetime and data-plane counters."""
@@ -364,12 +388,13 @@ class Gateway:
         esp = self.esp.get(spi)
         return esp.counters() if esp is not None else {}
 
-    def sa_count(self) -> int:
+    def counts(self) -> tuple[int, int]:
+        """(established IKE SAs, their CHILD_SAs) for `show card table` (walks every SA)."""
         from cards.ike.sa import State
 
-        return sum(
-            1
-            for e in self.endpoints.values()
-            for sa in e.sas.values()
-            if sa.state == State.ESTABLISHED
-        )
+        sas = children = 0
+        for endpoint in self.endpoints.values():
+            for sa in endpoint.sas.values():
+                if sa.state == State.ESTABLISHED:
+                    sas, children = sas + 1, children + len(sa.children)
+        return sas, children

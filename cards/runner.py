@@ -137,6 +137,8 @@ class Card:
         elif isinstance(msg, Request) and msg.method == "ipsec.sas":
             rows = self.gateway.child_table(self.mono.now()) if self.gateway else []
             self.ctl.reply(inc, True, rows)
+        elif isinstance(msg, Request) and msg.method == "ike.keys":  # chassis capture --keys
+            self.ctl.reply(inc, True, self.gateway.key_table() if self.gateway else [])
         elif isinstance(msg, Request) and msg.method == "ike.maps":
             self.owned_maps = sorted(msg.args.get("own", []))
             if self.gateway is not None:
@@ -379,7 +381,8 @@ class Card:
                 self._start(self._register())
             else:
                 if self.gateway is not None:  # once per interval: it walks every SA
-                    self.counters["ike_sas"] = self.gateway.sa_count()
+                    sas, children = self.gateway.counts()
+                    self.counters["ike_sas"], self.counters["child_sas"] = sas, children
                 if self.counters != self.reported:
                     self._report()
             due = self.gateway and self.gateway.next_timer()

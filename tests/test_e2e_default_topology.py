@@ -108,3 +108,9 @@ def test_default_topology_accepts_an_enodeb(chassis_factory):
     assert int(c["spi_in"][:2], 16) == c["card"]  # our inbound SPI carries the slot
     summary = ch.exec("show crypto ipsec security-associations summary")[0].data
     assert summary["total"] == 1
+    wait_until(
+        lambda: {(r.get("counters") or {}).get("child_sas") for r in ch.exec("show card table")[0]
+                 .data["cards"] if r["slot"] == c["card"]} == {1},
+        5,
+        what="the card table's child count",
+    )  # fmt: skip
