@@ -23,9 +23,11 @@ from cryptography import x509
 
 from cards import templates
 from cards.credentials import Credentials
+from cards.dataplane import DataPlane
 from cards.ike import config as ikecfg
 from cards.ike.const import DhGroup, Encr, Integ, Prf, TsType
 from cards.ike.engine import Endpoint
+from cards.ike.events import IkeRekeyed
 from cards.pools import AddressPool, Pools
 from cards.spi import make_spi
 
@@ -145,6 +147,15 @@ def address_pools(names: list[str], ctx: dict, share: dict) -> Pools | None:
     return Pools(pools) if pools else None
 
 
+def sink_settings(block: dict) -> tuple[bool, dict]:
+    """(echo, {payload: (lifetime bytes, lifetime packets)}) of a template or map."""
+    limits = {
+        name: (pl.get("lifetime-bytes"), pl.get("lifetime-packets"))
+        for name, pl in (block.get("payload") or {}).items()
+    }
+    return block.get("ipsec-sink") == "echo", limits
+
+
 @dataclass
 class MapState:
     """A crypto map this card serves: its peer, and the IKE SA it keeps up when it owns it."""
@@ -165,7 +176,8 @@ class Gateway:
         self._built: dict[tuple[str, int], str] = {}  # what each endpoint was built from
         self.maps: dict[tuple[str, int], MapState] = {}  # by the map's local address
         self.owned: set[str] = set()  # crypto maps the supervisor asked this card to initiate
-        self.esp: dict[bytes, object] = {}  # the data plane: inbound SPI -> cards.esp.EspSa
+        self.dp = DataPlane(rand)  # ESP of every child of every endpoint
+        self.sinks: dict[tuple[str, int], tuple[bool, dict]] = {}  # local -> (echo, limits)
 
     def configure(self, tree: dict, credentials: Credentials, share: dict | None = None) -> None:
         """(Re)build the endpoints whose service, map, template or credentials changed.
@@ -203,8 +215,10 @@ class Gateway:
                     old = self.maps.get(local)
                     keep = old and old.name == name and old.peer == peer
                     maps[local] = old if keep else MapState(name, peer)
+                self.sinks[local] = sink_settings(block)
                 if self._built.get(local) != fingerprint:
                     config = self._config(block, ctx, credentials, initiator, share)
+                    self.dp.forget(local)  # the old endpoint's children go with it
                     self.endpoints[local] = self._endpoint(local, config)
                     self._built[local] = fingerprint
                     if initiator:
@@ -213,6 +227,7 @@ class Gateway:
                              f"crypto map {name}" if initiator else f"crypto template {name}")  # fmt: skip
         for local in set(self.endpoints) - set(wanted):
             del self.endpoints[local], self._built[local]
+            self.dp.forget(local)
             log.info("no longer serving %s:%d", *local)
         self.maps = maps
 
@@ -261,7 +276,7 @@ class Gateway:
         outs: list = []
         for local, state in self.maps.items():
             if state.name not in self.owned and self._alive(local, state):
-                outs += self.endpoints[local].delete(state.sa.my_spi, now)
+                outs += self._track(local, self.endpoints[local].delete(state.sa.my_spi, now))
                 state.sa = None
         return outs
 
@@ -275,19 +290,49 @@ class Gateway:
                 yield local, state
 
     def receive(self, local, remote, data: bytes, now: float) -> list | None:
-        endpoint = self.endpoints.get((local[0], int(local[1])))
-        if endpoint is None and int(local[1]) == 4500:  # the NAT-T port of a service on 500
-            endpoint = self.endpoints.get((local[0], 500))
+        local, remote = (local[0], int(local[1])), (remote[0], int(remote[1]))
+        key = local
+        if key not in self.endpoints and local[1] == 4500:  # the NAT-T port of a service on 500
+            key = (local[0], 500)
+        endpoint = self.endpoints.get(key)
         if endpoint is None:
             return None
-        return endpoint.receive(data, (remote[0], int(remote[1])), (local[0], int(local[1])), now)
+        if 500 not in (local[1], remote[1]) and len(data) >= 8 and data[:4] != bytes(4):
+            # ESP-in-UDP (RFC 3948: IKE there carries the non-ESP marker)
+            return self.dp.inbound(local, remote, data) + self._lifetimes(now)
+        return self._track(key, endpoint.receive(data, remote, local, now))
 
     def resolve(self, my_spi: bytes, url: str, data: bytes | None, now: float) -> list:
         """A certificate fetched for Hash and URL (None: the fetch failed)."""
-        for endpoint in self.endpoints.values():
+        for local, endpoint in self.endpoints.items():
             if my_spi in endpoint.sas:
-                return endpoint.resolve(my_spi, url, data, now)
+                return self._track(local, endpoint.resolve(my_spi, url, data, now))
         return []
+
+    # ------------------------------------------------------------------ the data plane
+    def _track(self, local, outs: list) -> list:
+        """Keep the data plane in step with the children the engine made, moved or deleted."""
+        echo, limits = self.sinks.get(local, (False, {}))
+        self.dp.track(self.endpoints[local], outs, echo=echo, limits=limits)
+        for o in outs:
+            if isinstance(o, IkeRekeyed):
+                self.dp.rehome((o.spi_i, o.spi_r), o.new_spi_i if o.initiator else o.new_spi_r)
+        return outs
+
+    def _lifetimes(self, now: float) -> list:
+        """Children past 90% of their byte or packet lifetime: the engine rekeys them."""
+        outs: list = []
+        for ike_spi, spi in self.dp.due_rekeys():
+            for local, endpoint in self.endpoints.items():
+                if ike_spi in endpoint.sas:
+                    outs += self._track(local, endpoint.rekey_child(ike_spi, spi, now))
+        return outs
+
+    def inject(self, spi: bytes, count: int, size: int, now: float) -> list:
+        """``count`` inner UDP packets toward the peer through the child ``spi`` (inbound)."""
+        if spi not in self.dp.tunnels:
+            raise KeyError(f"no child SA with inbound SPI {spi.hex()} on this card")
+        return self.dp.inject(spi, count, size) + self._lifetimes(now)
 
     def next_timer(self) -> float | None:
         times = [t for t in (e.get_timer() for e in self.endpoints.values()) if t is not None]
@@ -296,13 +341,13 @@ class Gateway:
 
     def handle_timer(self, now: float) -> list:
         outs: list = []
-        for endpoint in self.endpoints.values():
-            outs += endpoint.handle_timer(now)
+        for local, endpoint in self.endpoints.items():
+            outs += self._track(local, endpoint.handle_timer(now))
         for local, state in list(self._to_initiate()):
             if state.retry_at <= now:
                 endpoint = self.endpoints[local]
                 before = set(endpoint.sas)
-                outs += endpoint.initiate(state.peer, now, local)
+                outs += self._track(local, endpoint.initiate(state.peer, now, local))
                 new = [endpoint.sas[s] for s in set(endpoint.sas) - before]
                 state.sa = new[0] if new else None
                 state.retry_at = now + REINITIATE_S
@@ -384,9 +429,8 @@ class Gateway:
         return rows
 
     def esp_counters(self, spi: bytes) -> dict:
-        """The data plane's counters of one child (none until ESP flows)."""
-        esp = self.esp.get(spi)
-        return esp.counters() if esp is not None else {}
+        """The data plane's counters of one child."""
+        return self.dp.counters(spi)
 
     def counts(self) -> tuple[int, int]:
         """(established IKE SAs, their CHILD_SAs) for `show card table` (walks every SA)."""

@@ -134,6 +134,18 @@ class Card:
             self._spawn(self._cmp_fetch(inc, msg.args))
         elif isinstance(msg, Request) and msg.method == "ike.sas":
             self.ctl.reply(inc, True, self.gateway.sa_table() if self.gateway else [])
+        elif isinstance(msg, Request) and msg.method == "ipsec.inject":
+            try:
+                if self.gateway is None:
+                    raise KeyError("no IKE service on this card")
+                args = msg.args
+                outs = self.gateway.inject(bytes(args["spi"]), int(args["count"]),
+                                           int(args["size"]), self.mono.now())  # fmt: skip
+            except KeyError as exc:
+                self.ctl.reply(inc, False, error=str(exc.args[0]))
+            else:
+                self._ike(outs)
+                self.ctl.reply(inc, True, sum(1 for o in outs if type(o).__name__ == "Send"))
         elif isinstance(msg, Request) and msg.method == "ipsec.sas":
             rows = self.gateway.child_table(self.mono.now()) if self.gateway else []
             self.ctl.reply(inc, True, rows)

@@ -110,6 +110,20 @@ class System:
     async def ike_sas(self, method: str = "ike.sas") -> dict[int, list[dict]]:
         return await self.sup.ike_sas(method)
 
+    async def ipsec_inject(self, spi: bytes, count: int, size: int) -> int:
+        """Inner packets through a child: the card is the one named in the SPI's top byte."""
+        slot = spi[0]
+        card = self.sup.cards.cards.get(slot)
+        if card is None or not card.in_service:
+            raise CommandFailure(f"Failure: no packet card in service in slot {slot}")
+        try:
+            return await self.sup.pending.call(
+                self.sup.ctl, Request("ipsec.inject", {"spi": spi, "count": count, "size": size}),
+                to=f"slot-{slot}".encode(), timeout=10,
+            )  # fmt: skip
+        except (TimeoutError, RpcError) as exc:
+            raise CommandFailure(f"Failure: {exc or 'the card did not answer'}") from None
+
     def propagation(self) -> list[float]:
         return list(self.sup.fanout.propagation)
 
@@ -462,6 +476,15 @@ class Supervisor:
 
         return dict(await asyncio.gather(*(ask(s) for s in slots)))
 
+    async def _ike_keys(self, inc: Incoming) -> None:
+        """The keys of every IKE SA and CHILD_SA of the cards in service, for the key file of
+        `chassis capture --keys` (written 0600 by that client). A request of the CLI socket's
+        own, not a CLI command: keys never reach a CLI session, `show` output or a log line."""
+        by_card = await self.ike_sas("ike.keys")
+        sas = [sa for slot in sorted(by_card) for sa in by_card[slot]]
+        log.debug("ike.keys: keys of %d IKE SAs to a capture client", len(sas))
+        self.cli.reply(inc, True, sas)
+
     def reboot(self, slot: int) -> str:
         card = self.cards.cards.get(slot)
         if card is None:
@@ -491,6 +514,9 @@ class Supervisor:
         msg = env.msg
         if isinstance(msg, Request) and msg.method == "ping":  # round-trip probe (benchmarks)
             self.cli.reply(inc, True, msg.args)
+            return
+        if isinstance(msg, Request) and msg.method == "ike.keys":  # chassis capture --keys
+            self._spawn(self._ike_keys(inc))
             return
         if isinstance(msg, Request) and msg.method == "clock.warp":  # fault: move the wall clock
             seconds = msg.args.get("seconds")

@@ -114,3 +114,72 @@ def test_default_topology_accepts_an_enodeb(chassis_factory):
         5,
         what="the card table's child count",
     )  # fmt: skip
+
+
+def test_esp_through_the_default_topology_is_echoed(chassis_factory):
+    """The eNodeB's UDP through its child comes back (ipsec sink echo), and `test ipsec
+    traffic` sends more toward it; the counters on both sides agree."""
+    from cards.esp import EspSa, build_udp, parse_inner
+
+    ch = chassis_factory(DEFAULT, timeout=60)
+    wait_until(
+        lambda: all(c.get("templates", {}).get("segw/segw-tmpl") == "ready"
+                    for c in ch.exec("show card table")[0].data["cards"] if c["type"] == "dpc"),
+        30,
+        what="the DPCs serving segw-tmpl",
+    )  # fmt: skip
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    local = sock.getsockname()
+    ep = Endpoint(enodeb(ch.run.root), rand=os.urandom, wall_clock=now, local=local)
+    got: list[bytes] = []
+    esp: list = []
+
+    def handle(outs) -> None:
+        for o in outs:
+            if isinstance(o, Send):
+                sock.sendto(o.data, o.dst)
+            elif isinstance(o, ChildEstablished):
+                (sa,) = ep.sas.values()
+                esp.append(EspSa.from_child(sa.children[o.our_spi]))
+
+    def run(until, timeout=15):
+        deadline = time.monotonic() + timeout
+        while not until():
+            assert time.monotonic() < deadline, (len(got), esp)
+            if select.select([sock], [], [], 0.1)[0]:
+                data, src = sock.recvfrom(65536)
+                if data[:4] != bytes(4) and esp and data[:4] == esp[0].spi_in:
+                    inner = esp[0].open(data)
+                    assert inner is not None, esp[0].last_drop
+                    got.append(inner)
+                else:
+                    handle(ep.receive(data, src, local, time.monotonic()))
+            handle(ep.handle_timer(time.monotonic()))
+
+    try:
+        handle(ep.initiate(GW, time.monotonic(), local=local))
+        run(lambda: bool(esp))
+        (sa,) = ep.sas.values()
+        inner_ip = sa.virtual_ips[0]
+        for n in range(10):
+            packet = esp[0].seal(build_udp(inner_ip, "10.99.0.1", 2152, 2152, b"gtp-u %d" % n),
+                                 os.urandom)  # fmt: skip
+            sock.sendto(packet, GW)
+        run(lambda: len(got) == 10)
+        version, src, dst, proto, sport, dport = parse_inner(got[0])
+        assert (str(src), str(dst), sport, dport) == ("10.99.0.1", inner_ip, 2152, 2152)
+        assert got[0].endswith(b"gtp-u 0")
+        spi_in = esp[0].spi_out.hex()  # the gateway's inbound SPI
+        res = ch.exec(f"test ipsec traffic spi {spi_in} count 5 size 64")[0]
+        assert not res.error and res.data["sent"] == 5, res.output
+        run(lambda: len(got) == 15)
+    finally:
+        sock.close()
+    (c,) = ch.exec("show crypto ipsec security-associations")[0].data["sas"]
+    assert c["packets_in"] == 10 and c["packets_out"] == 15 and c["delivered"] == 10
+    assert esp[0].packets_in == 15 and esp[0].packets_out == 10
+    bad = ch.exec(f"test ipsec traffic spi {c['card']:02x}badc0d")[0]
+    assert bad.error and "no child SA with inbound SPI" in bad.output
+    bad = ch.exec("test ipsec traffic spi 0badc0de")[0]
+    assert bad.error and "no packet card in service in slot 11" in bad.output

@@ -14,6 +14,8 @@
         ikev2-ikesa rekey [ disallow-param-change ]       (rekey at ~90% of the lifetime)
         dpd interval N [ retry-interval R ] [ maximum-retry M ]    (unconfirmed form)
         allow-cert-enc cert-hash-url                      (confirmed, S1)
+        ipsec sink { count | echo }                       (ours: decrypted packets)
+    test ipsec traffic spi SPI [ count N ] [ size BYTES ] (exec, ours: inner UDP to the peer)
         max-childsa N [ overload-action { ignore | terminate } ]
       wsg-service NAME                                    (cfg-ctx-wsg-service)
         bind address ADDRESS [ port PORT ] crypto-template TEMPLATE   (unconfirmed form)
@@ -276,6 +278,25 @@ def _show_ipsec(args: dict, ctx: Any) -> Deferred:
     return Deferred(work, show)
 
 
+def _inject(args: dict, ctx: Any) -> Deferred:
+    system = ctx.system
+    try:
+        spi = bytes.fromhex(args["spi"])
+    except ValueError:
+        spi = b""
+    if len(spi) != 4:
+        raise CommandFailure(f"{args['spi']} is not an ESP SPI (8 hex digits)")
+    count, size = args.get("count") or 1, args.get("size") or 100
+
+    async def work():
+        return await system.ipsec_inject(spi, count, size)
+
+    def show(sent: int) -> Result:
+        return Result(f"Sent {sent} packet(s) through child SA {spi.hex()}", {"sent": sent})
+
+    return Deferred(work, show)
+
+
 def register(g: Grammar) -> None:
     g.command(
         "exec",
@@ -300,6 +321,20 @@ def register(g: Grammar) -> None:
             "security-associations": "The child SAs of every packet card",
             "summary": "Counts only",
         },
+    )
+    g.command(
+        "exec",
+        "test ipsec traffic spi <spi:STRING(8-8)> [ count <count:INT(1-100000)> ]"
+        " [ size <size:INT(4-1400)> ]",
+        _inject,
+        help={
+            "test": "Test traffic",
+            "ipsec": "Through a child SA",
+            "traffic": "Inner UDP packets toward the peer",
+            "spi": "The child's inbound SPI (show crypto ipsec security-associations)",
+            "count": "Packets",
+            "size": "UDP payload bytes",
+        },  # fmt: skip
     )
     g.mode(TMPL_MODE, TMPL_MODE, "config-ctx")
     for mode in MAP_MODES.values():
@@ -390,6 +425,19 @@ def register(g: Grammar) -> None:
         ),  # fmt: skip
         no="dpd",
         help=HELP,
+    )
+    g.command(
+        POLICY_MODES,
+        "ipsec sink { count | echo }@mode",
+        SetLine("ipsec-sink", data=lambda a: a["mode"]),
+        no="ipsec sink",
+        help={
+            **HELP,
+            "ipsec": "IPsec data plane",
+            "sink": "What the card does with decrypted packets (ours)",
+            "count": "Count them",
+            "echo": "Count them and send them back through the same child, addresses swapped",
+        },  # fmt: skip
     )
     g.command(
         POLICY_MODES,

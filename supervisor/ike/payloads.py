@@ -13,6 +13,7 @@
           tsi start-address A end-address B [ protocol P ] [ start-port X end-port Y ]
           tsr start-address A end-address B [ protocol P ] [ start-port X end-port Y ]
           lifetime SECONDS
+          lifetime-bytes N | lifetime-packets N           (ours: ESP volume, rekey at 90%)
           rekey
       crypto map NAME ikev2-ipv4                          (see crypto_map.py)
         payload NAME match ipv4                           (cfg-crypto-ikev2-ipv4-payload)
@@ -249,3 +250,11 @@ def register(g: Grammar, template_mode: str, map_modes: dict[str, str]) -> None:
         help=HELP,
     )
     g.command(PAYLOAD_MODES, "rekey", SetLine("rekey", data=lambda a: True), no="rekey", help=HELP)
+    for unit, typ in (("bytes", "INT(1024-1000000000000)"), ("packets", "INT(100-4000000000)")):
+        g.command(
+            PAYLOAD_MODES,
+            f"lifetime-{unit} <value:{typ}>",
+            SetLine(f"lifetime-{unit}", data=lambda a: a["value"]),
+            no=f"lifetime-{unit}",
+            help={**HELP, f"lifetime-{unit}": f"Rekey at 90% of this many {unit} (ours)"},
+        )
