@@ -131,6 +131,7 @@ class Setup:
         charon_children=CHILDREN,
         cp=False,
         hash_url=False,
+        echo=False,
     ) -> None:
         """`lifetimes`: {payload: seconds} with `rekey`; `ike_lifetime`: with `ikev2-ikesa
         rekey`; `cp`: the first payload's TSi is an IP pool of the service and charon asks for
@@ -173,6 +174,7 @@ class Setup:
             "ikev2-ikesa transform-set list ike-gcm",
             *(["ikev2-ikesa rekey"] if ike_lifetime else []),
             *(["allow-cert-enc cert-hash-url"] if hash_url else []),
+            *(["ipsec sink echo"] if echo else []),
             f"max-childsa {len(payloads)}",
         ]
         for i, name in enumerate(payloads, 1):
@@ -649,6 +651,73 @@ def test_hash_and_url_both_ways(setup):
         assert "received end entity cert" not in log  # it came by URL, not in a CERT payload
         (row,) = [r for r in gw_sas(s.ch) if r["state"] == "ESTABLISHED"]
         assert row["peer_id"] == "enb1.example.net"
+    except AssertionError:
+        print(dump(s))
+        raise
+
+
+def charon_packets(listing: str) -> dict[str, dict[str, int]]:
+    """Per child of `swanctl --list-sas`: packets in and out ("in  SPI, B bytes, N packets")."""
+    out: dict[str, dict[str, int]] = {}
+    child = None
+    for line in listing.splitlines():
+        if m := re.match(r"^  (\S+): #\d+, reqid", line):
+            child = out.setdefault(m[1], {"in": 0, "out": 0})
+        elif child is not None and (
+            m := re.match(r"^    (in|out) +[0-9a-f]{8}, +\d+ bytes, +(\d+) packets", line)
+        ):
+            child[m[1]] += int(m[2])
+    return out
+
+
+ECHO = """
+import socket, sys, time
+src, dst, port, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((src, port))
+s.settimeout(0.5)
+got, deadline = 0, time.monotonic() + 10
+for i in range(n):
+    s.sendto(b"flow %d" % i, (dst, port))
+while got < n and time.monotonic() < deadline:
+    try:
+        data, peer = s.recvfrom(2048)
+    except TimeoutError:
+        s.sendto(b"again", (dst, port))
+        continue
+    got += peer[0] == dst and data.startswith(b"flow")
+print(got)
+"""
+
+
+def test_udp_through_each_child_reaches_it_and_comes_back(setup):
+    """Two children; UDP from charon's side of each (libipsec ESP) reaches that child at the
+    card, which echoes it (`ipsec sink echo`) back through the same child; the packet and
+    byte counters rise on both sides, per child."""
+    s = setup(payloads=CHILDREN[:2], charon_children=CHILDREN[:2], echo=True)
+    try:
+        s.initiate("c1")
+        s.initiate("c2")
+        wait_until(lambda: installed_names(s.charon) == ["c1", "c2"], 10, what="c1, c2")
+        sent = {"c1": 5, "c2": 8}
+        for i, name in enumerate(CHILDREN[:2], 1):
+            lo, _ = s.core(i)
+            target = str(ipaddress.ip_address(lo) + 5)  # inside the child's /28
+            done = subprocess.run(
+                s.link.exec_argv(s.link.peer, sys.executable, "-c", ECHO, s.enb_ts(i), target,
+                                 str(2152 + i), str(sent[name])),
+                capture_output=True, text=True, timeout=30,
+            )  # fmt: skip
+            assert done.stdout.strip() == str(sent[name]), (done.stdout, done.stderr)
+        rows = {r["payload"]: r for r in
+                s.ch.exec("show crypto ipsec security-associations")[0].data["sas"]}  # fmt: skip
+        for name, n in sent.items():
+            assert rows[name]["packets_in"] >= n and rows[name]["packets_out"] >= n, rows[name]
+            assert rows[name]["delivered"] == rows[name]["packets_in"]
+            assert rows[name]["tsr"].startswith(s.core(CHILDREN.index(name) + 1)[0])
+        packets = charon_packets(s.charon.swanctl("--list-sas").stdout)
+        for name, n in sent.items():  # charon: what it sent out, and the echoes it got back
+            assert packets[name]["out"] >= n and packets[name]["in"] >= n, packets
     except AssertionError:
         print(dump(s))
         raise
