@@ -32,6 +32,7 @@ from chassis.ipc.messages import (
     CardStatus,
     CredUpdate,
     Datagram,
+    Datagrams,
     Error,
     Heartbeat,
     Ready,
@@ -257,14 +258,20 @@ class Card:
     def on_npu(self, inc: Incoming, env: Envelope) -> None:
         msg = env.msg
         if isinstance(msg, Datagram):
+            items = [(msg.local, msg.remote, msg.data)]
+        elif isinstance(msg, Datagrams):  # a burst: answered in one message too
+            items = msg.items
+        else:
+            return
+        now, outs = self.mono.now(), []
+        for local, remote, data in items:
             self.counters["npu_rx"] += 1
-            outs = self.gateway and self.gateway.receive(
-                msg.local, msg.remote, msg.data, self.mono.now()
-            )
-            if outs is None:
+            got = self.gateway and self.gateway.receive(local, remote, data, now)
+            if got is None:
                 self.counters["npu_no_service"] += 1
             else:
-                self._ike(outs)
+                outs += got
+        self._ike(outs)
 
     def _ike(self, outs: list) -> None:
         """Send what the IKE engine wants sent; count and log what happened."""
@@ -279,9 +286,13 @@ class Card:
             Send,
         )
 
+        sends = [[list(o.src), list(o.dst), o.data] for o in outs if isinstance(o, Send)]
+        if len(sends) == 1:
+            self.npu.send(Datagram(*sends[0]))
+        elif sends:
+            self.npu.send(Datagrams(sends))
         for out in outs:
             if isinstance(out, Send):
-                self.npu.send(Datagram(list(out.src), list(out.dst), out.data))
                 continue
             self.counters[f"ike_{type(out).__name__.lower()}"] += 1
             if isinstance(out, Established):

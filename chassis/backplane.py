@@ -26,10 +26,12 @@ from functools import partial
 from pathlib import Path
 
 from chassis import procs
+from chassis.capture import MAX_BYTES, Capture, CaptureError
 from chassis.ipc import keys as keyring
 from chassis.ipc.messages import (
     CardStates,
     Datagram,
+    Datagrams,
     Error,
     Hello,
     NpuBinds,
@@ -137,6 +139,7 @@ class Backplane:
         self.stopping = asyncio.Event()
         self.lab: dict[str, tuple[subprocess.Popen, int]] = {}
         self.npu = Npu(self._to_card, self._serving)
+        self.capture: Capture | None = None  # `chassis capture`: the NPU's datagrams to a file
 
     # --- processes ---------------------------------------------------------
 
@@ -264,7 +267,7 @@ class Backplane:
         elif isinstance(msg, Power):
             if inc.env.epoch == self.epoch and msg.slot in self.slots and msg.action == "restart":
                 self.restart(self.slots[msg.slot])
-        elif isinstance(msg, Datagram):  # a card answers a peer
+        elif isinstance(msg, Datagram | Datagrams):  # a card answers a peer
             self.npu.send(msg)
         elif isinstance(msg, NpuBinds):
             if inc.env.epoch == self.epoch:
@@ -273,6 +276,13 @@ class Backplane:
             self.bus.reply(inc, True)  # the card's identity is now routable
         elif isinstance(msg, Request) and msg.method == "status":
             self.bus.reply(inc, True, self.status())
+        elif isinstance(msg, Request) and msg.method in ("capture.start", "capture.stop"):
+            try:
+                result = getattr(self, msg.method.replace(".", "_"))(**msg.args)
+            except (CaptureError, TypeError, ValueError) as exc:
+                self.bus.reply(inc, False, error=str(exc))
+            else:
+                self.bus.reply(inc, True, result)
         elif isinstance(msg, Request) and msg.method == "shutdown":
             self.bus.reply(inc, True, {"pid": os.getpid()})
             self.stopping.set()
@@ -315,6 +325,29 @@ class Backplane:
             if entry.get("pid") == slot.pid or entry.get("state") in ("failed", "offline"):
                 slot.state = entry["state"]
 
+    def capture_start(self, path: str, max_bytes: int = MAX_BYTES) -> dict:
+        """Write every datagram of the gateway's sockets, both ways, to a pcapng file."""
+        if self.capture is not None:
+            raise CaptureError(
+                f"a capture is already running to {self.capture.path}; "
+                "stop it first (chassis capture --stop)"
+            )
+        if not os.path.isabs(path):
+            raise CaptureError(f"capture path {path!r} is not absolute")
+        self.capture = Capture(path, int(max_bytes), asyncio.get_running_loop())
+        self.npu.tap = self.capture.record
+        log.info("capture started: %s (at most %d bytes)", path, self.capture.max_bytes)
+        return self.capture.stats()
+
+    def capture_stop(self) -> dict:
+        if self.capture is None:
+            raise CaptureError("no capture is running")
+        self.npu.tap, capture, self.capture = None, self.capture, None
+        stats = capture.close()
+        log.info("capture stopped: %s, %d packets, %d bytes%s", stats["path"], stats["packets"],
+                 stats["bytes"], f", {stats['dropped']} not written" if stats["dropped"] else "")  # fmt: skip
+        return stats
+
     def status(self) -> dict:
         now = time.time()
         return {
@@ -337,6 +370,7 @@ class Backplane:
                 for s in self.slots.values()
             ],
             "npu": dict(self.npu.counts),
+            "capture": self.capture.stats() if self.capture is not None else None,
             "lab": {
                 name: {
                     "pid": proc.pid if proc.poll() is None else None,
@@ -366,6 +400,8 @@ class Backplane:
 
     def shutdown(self) -> None:
         self.npu.close()
+        if self.capture is not None:
+            self.capture_stop()
         records = [(s.proc.pid, s.started_ticks) for s in self.slots.values() if s.pid]
         records += [(p.pid, started) for p, started in self.lab.values() if p.poll() is None]
         for s in self.slots.values():

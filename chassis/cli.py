@@ -55,7 +55,22 @@ def render_status(status: dict) -> str:
         lines.append(
             f" lab  {name:<4}  {'':<8}  {state:<8}  {peer['pid'] or '-':>7}  {peer['url']}"
         )
+    if status.get("capture"):
+        lines.append(
+            f"capture to {status['capture']['path']}: {capture_summary(status['capture'])}"
+        )
     return "\n".join(lines)
+
+
+def capture_summary(stats: dict) -> str:
+    text = f"{stats['packets']} packets, {stats['bytes']} bytes in {stats['seconds']:.1f} s"
+    if stats["full"]:
+        text += f", size limit {stats['max_bytes']} bytes reached"
+    if stats["dropped"]:
+        text += f", {stats['dropped']} packets not written"
+    if stats["error"]:
+        text += f", {stats['error']}"
+    return text
 
 
 CARD = click.option(
@@ -210,6 +225,66 @@ def fault_warp(run_dir, days, hours):
     except (api.ChassisError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"wall clock now {result['now']} (offset {result['offset']:+.0f} s)")
+
+
+KEY_POLL_S = 1.0  # `chassis capture --keys`: how often the SAs' keys are gathered
+
+
+@main.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+@RUN_DIR
+@click.option("--seconds", type=click.FloatRange(min=0, min_open=True),
+              help="Stop after this long (default: at Ctrl-C).")  # fmt: skip
+@click.option("--keys", "keys", metavar="KEYFILE", type=click.Path(dir_okay=False),
+              help="Write the SAs' IKE and ESP keys here (0600), as tshark -o arguments.")  # fmt: skip
+@click.option("--max-mb", type=click.IntRange(min=1), default=1024, show_default=True,
+              help="Stop writing at this file size (MiB).")  # fmt: skip
+@click.option("--stop", is_flag=True, help="Stop a capture that is running (no FILE).")
+def capture(file, run_dir, seconds, keys, max_mb, stop):
+    """Write every datagram of the gateway (IKE, ESP in UDP), both ways, to FILE (pcapng)."""
+    chassis = open_chassis(run_dir)
+    if stop:
+        if file or keys or seconds:
+            raise click.UsageError("--stop takes no FILE, --keys or --seconds")
+        try:
+            stats = chassis.capture_stop()
+        except (api.ChassisError, TimeoutError) as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"stopped capture to {stats['path']}: {capture_summary(stats)}")
+        return
+    if not file:
+        raise click.UsageError("give the capture FILE (or --stop)")
+    try:
+        chassis.capture_start(file, keys, max_bytes=max_mb << 20)
+    except (api.ChassisError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    until = f"for {seconds:g} s" if seconds else "until Ctrl-C"
+    click.echo(f"capturing to {file}{f', keys to {keys}' if keys else ''} {until}")
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    deadline = time.monotonic() + seconds if seconds else None
+    try:
+        while deadline is None or time.monotonic() < deadline:
+            left = KEY_POLL_S if deadline is None else deadline - time.monotonic()
+            time.sleep(max(0.0, min(KEY_POLL_S, left)))
+            if not chassis.running():
+                raise click.ClickException("the chassis stopped (the capture file is closed)")
+            if keys:
+                try:
+                    chassis.capture_keys()
+                except (api.ChassisError, TimeoutError) as exc:
+                    click.echo(f"keys not gathered: {exc}", err=True)
+    except KeyboardInterrupt:
+        pass
+    try:
+        stats = chassis.capture_stop()
+    except (api.ChassisError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{stats['path']}: {capture_summary(stats)}")
+    if "keys" in stats:
+        k = stats["keys"]
+        click.echo(f"{k['path']}: keys of {k['ike_sas']} IKE SAs, {k['esp_sas']} ESP SAs")
+        if stats.get("keys_error"):
+            click.echo(f"last key gathering failed: {stats['keys_error']}", err=True)
 
 
 @main.command()

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from chassis import DISTRIBUTION, procs, topology
 from chassis import backplane as bp
+from chassis.capture import MAX_BYTES, CaptureError, KeyFile
 from chassis.ipc import keys as keyring
 from chassis.ipc.rundir import RunDir
 from chassis.ipc.sockets import SyncClient
@@ -104,6 +105,7 @@ class Chassis:
         if not self.run.exists():
             raise ChassisError(f"{self.run.root}: no chassis here (no chassis.json)")
         self.manifest = self.run.manifest()
+        self._keys: KeyFile | None = None  # the key file of the capture started here
 
     @property
     def name(self) -> str:
@@ -191,6 +193,75 @@ class Chassis:
                     peer["admin"], json={"warp": seconds}, timeout=5, trust_env=False
                 ).raise_for_status()
         return reply.result
+
+    def _backplane_call(self, method: str, args: dict, timeout: float = 5.0):
+        if not self.running():
+            raise ChassisError(f"chassis {self.name} is not running ({self.run.root})")
+        with self._client("backplane", "backplane") as c:
+            reply = c.call(method, args, timeout=timeout)
+        if not reply.ok:
+            raise ChassisError(reply.error)
+        return reply.result
+
+    def capture_start(
+        self, path: Path | str, keys: Path | str | None = None, *, max_bytes: int = MAX_BYTES
+    ) -> dict:
+        """The NPU writes every datagram of the gateway, both ways, to the pcapng file `path`
+        (0600, at most `max_bytes`). With `keys`, the IKE and ESP keys of the SAs go to that
+        file (0600): at start, at every `capture_keys()` and at `capture_stop()`."""
+        path = Path(path).absolute()  # the backplane's working directory is not ours
+        key_file = None
+        if keys is not None:
+            if Path(keys).absolute() == path:
+                raise ChassisError(f"{path}: the capture and its keys need two files")
+            try:
+                key_file = KeyFile(Path(keys).absolute())
+            except CaptureError as exc:
+                raise ChassisError(str(exc)) from None
+        try:
+            stats = self._backplane_call(
+                "capture.start", {"path": str(path), "max_bytes": int(max_bytes)}
+            )
+        except BaseException:
+            if key_file is not None:
+                key_file.path.unlink(missing_ok=True)
+            raise
+        self._keys = key_file
+        if key_file is not None:
+            self.capture_keys()
+        return stats
+
+    def capture_keys(self, timeout: float = 5.0) -> int:
+        """Add the SAs up now to the key file of the capture started here (SAs come and go:
+        call it while the capture runs); returns the number of lines it holds."""
+        if self._keys is None:
+            return 0
+        with self._client("cli", "mgmt") as c:
+            reply = c.call("ike.keys", timeout=timeout)
+        if not reply.ok:
+            raise ChassisError(reply.error)
+        try:
+            self._keys.add(reply.result)
+        except CaptureError as exc:
+            raise ChassisError(str(exc)) from None
+        return len(self._keys.ike) + len(self._keys.esp)
+
+    def capture_stop(self) -> dict:
+        """Stop the capture (the file is complete when this returns); with keys, their file
+        gets the SAs up now too. Stops a capture started by another client as well."""
+        stats = self._backplane_call("capture.stop", {})
+        if self._keys is not None:
+            try:
+                self.capture_keys()
+            except (TimeoutError, ChassisError) as exc:  # the pcap is complete anyway
+                stats["keys_error"] = str(exc)
+            stats["keys"] = {
+                "path": str(self._keys.path),
+                "ike_sas": len(self._keys.ike),
+                "esp_sas": len(self._keys.esp),
+            }
+            self._keys = None
+        return stats
 
     def down(self, timeout: float = 10.0) -> None:
         """Stop everything this chassis started; no orphan, no socket file survives."""

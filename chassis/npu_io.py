@@ -9,36 +9,33 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections import Counter
 from collections.abc import Callable
 
-from chassis.ipc.messages import Datagram
+from chassis.ipc.messages import Datagram, Datagrams
 from chassis.npu import steer
 
 log = logging.getLogger("npu")
+RCVBUF = 8 << 20  # bytes per gateway socket (the kernel caps it at net.core.rmem_max)
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, npu: Npu, local: tuple[str, int]) -> None:
-        self.npu, self.local = npu, local
-
-    def datagram_received(self, data: bytes, addr) -> None:
-        self.npu.received(self.local, data, (addr[0], addr[1]))
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("udp %s: %s", self.local, exc)
+# Datagrams read per wake-up of a socket, then handed on per card in one message: it bounds
+# a hung card's backlog too (the bus's high-water mark counts messages).
+BURST = 64
 
 
 class Npu:
-    def __init__(
-        self, deliver: Callable[[int, Datagram], bool], ready: Callable[[], list[int]]
-    ) -> None:
+    def __init__(self, deliver: Callable[[int, object], bool], ready: Callable[[], list[int]]):
         self.deliver, self.ready = deliver, ready
-        self.transports: dict[tuple[str, int], asyncio.DatagramTransport] = {}
+        self.sockets: dict[tuple[str, int], socket.socket] = {}
         self.allowed: dict[
             tuple[str, int], set[int]
         ] = {}  # cards holding the service's credentials
         self.counts: Counter[str] = Counter()
+        # `chassis capture` (chassis/capture.py): tap(src, dst, data, outbound) sees every
+        # datagram of the gateway's sockets, received (before steering) or sent
+        self.tap: Callable[[tuple[str, int], tuple[str, int], bytes, bool], None] | None = None
 
     async def bind(self, binds: list[dict]) -> None:
         """Listen on exactly these addresses (close the others). A service on port 500 gets
@@ -46,43 +43,101 @@ class Npu:
         binds = [*binds, *({**b, "port": 4500} for b in binds if int(b["port"]) == 500)]
         wanted = {(b["address"], int(b["port"])) for b in binds}
         self.allowed = {(b["address"], int(b["port"])): set(b.get("slots", [])) for b in binds}
-        for local in set(self.transports) - wanted:
-            self.transports.pop(local).close()
         loop = asyncio.get_running_loop()
-        for local in wanted - set(self.transports):
+        for local in set(self.sockets) - wanted:
+            self._close(loop, local)
+        for local in wanted - set(self.sockets):
+            family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_DGRAM)
             try:
-                transport, _ = await loop.create_datagram_endpoint(
-                    lambda local=local: _Protocol(self, local), local_addr=local
-                )
+                sock.setblocking(False)
+                # a burst of ESP must wait in the kernel, not be dropped there
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RCVBUF)
+                sock.bind(local)
             except OSError as exc:
+                sock.close()
                 log.error("cannot listen on %s:%d: %s", *local, exc)
                 continue
-            self.transports[local] = transport
+            self.sockets[local] = sock
+            loop.add_reader(sock.fileno(), self._readable, local, sock)
             log.info("listening on %s:%d", *local)
 
+    def _readable(self, local: tuple[str, int], sock: socket.socket) -> None:
+        """Read what is queued (at most BURST), steer it, and hand each card its share in one
+        message: under load the bus and the card pay their per-message cost once per burst."""
+        ready = self.ready()
+        takers = [s for s in ready if s in self.allowed.get(local, ())]
+        marked = local[1] != 500  # RFC 3948 framing whenever the gateway's port is not 500
+        batches: dict[int, list] = {}
+        for _ in range(BURST):
+            try:
+                data, addr = sock.recvfrom(65535)
+            except BlockingIOError:
+                break
+            except OSError as exc:  # an ICMP error from an earlier send: not ours to keep
+                log.debug("udp %s: %s", local, exc)
+                continue
+            remote = (addr[0], addr[1])
+            if self.tap is not None:
+                self.tap(remote, local, data, False)
+            where = steer(data, remote, local[1], ready, marked=marked, new_sa=takers)
+            self.counts[where.kind] += 1
+            if where.slot is None:
+                self.counts["dropped"] += 1
+                if where.reason:
+                    log.debug("dropped %s from %s:%d: %s", where.kind, *remote, where.reason)
+                continue
+            batches.setdefault(where.slot, []).append([list(local), list(remote), data])
+        for slot, items in batches.items():
+            msg = Datagram(*items[0]) if len(items) == 1 else Datagrams(items)
+            if not self.deliver(slot, msg):
+                self.counts["dropped"] += len(items)
+
     def received(self, local: tuple[str, int], data: bytes, remote: tuple[str, int]) -> None:
-        # Marked framing whenever the gateway's port is not 500 (RFC 3948; INTEROP.md).
+        """One datagram, as if read from ``local`` (tests and tools)."""
+        if self.tap is not None:
+            self.tap(remote, local, data, False)
         ready = self.ready()
         takers = [s for s in ready if s in self.allowed.get(local, ())]
         where = steer(data, remote, local[1], ready, marked=local[1] != 500, new_sa=takers)
         self.counts[where.kind] += 1
         if where.slot is None:
             self.counts["dropped"] += 1
-            if where.reason:
-                log.debug("dropped %s from %s:%d: %s", where.kind, *remote, where.reason)
-            return
-        if not self.deliver(where.slot, Datagram(list(local), list(remote), data)):
+        elif not self.deliver(where.slot, Datagram(list(local), list(remote), data)):
             self.counts["dropped"] += 1
 
-    def send(self, msg: Datagram) -> None:
-        transport = self.transports.get((msg.local[0], int(msg.local[1])))
-        if transport is None:
-            self.counts["unroutable"] += 1
-            return
-        transport.sendto(msg.data, (msg.remote[0], int(msg.remote[1])))
-        self.counts["sent"] += 1
+    def send(self, msg) -> None:
+        """A card's Datagram or Datagrams: each from the gateway address it names."""
+        items = msg.items if isinstance(msg, Datagrams) else [[msg.local, msg.remote, msg.data]]
+        for local, remote, data in items:
+            local, remote = (local[0], int(local[1])), (remote[0], int(remote[1]))
+            sock = self.sockets.get(local)
+            if sock is None:
+                self.counts["unroutable"] += 1
+                continue
+            try:
+                sock.sendto(data, remote)
+            except OSError as exc:  # full buffer, unreachable: the peer retransmits
+                self.counts["send_failed"] += 1
+                log.debug("udp %s -> %s: %s", local, remote, exc)
+                continue
+            self.counts["sent"] += 1
+            if self.tap is not None:
+                self.tap(local, remote, data, True)
+
+    def _close(self, loop, local: tuple[str, int]) -> None:
+        sock = self.sockets.pop(local)
+        loop.remove_reader(sock.fileno())
+        sock.close()
 
     def close(self) -> None:
-        for transport in self.transports.values():
-            transport.close()
-        self.transports.clear()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        for local in list(self.sockets):
+            if loop is not None:
+                self._close(loop, local)
+            else:
+                self.sockets.pop(local).close()

@@ -22,6 +22,7 @@ from cards.ike.events import Alive, Established, Send
 from cards.ike.message import Message
 from cards.spi import make_spi, slot_of_spi
 from chassis.npu import steer
+from chassis.npu_io import BURST
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -281,11 +282,11 @@ def test_a_hung_card_never_delays_another_cards_traffic(chassis_factory, tmp_pat
         # Every new SA for the live card was answered within 1 s while the other card hung.
         assert None not in rtts and max(rtts) < 1.0, rtts
         # The hung card's queue stopped at the high-water mark (1000 messages on the
-        # backplane's side, plus what its socket holds): the rest was dropped and counted,
-        # and the backplane's memory did not grow with the flood.
+        # backplane's side, each a burst of at most BURST datagrams, plus what its socket
+        # holds): the rest was dropped and counted, and the backplane's memory stayed bounded.
         steered = npu_delta(ch, before, "ike") - len(rtts)
         dropped = npu_delta(ch, before, "dropped")
-        assert steered >= 5000 and 0 < steered - dropped <= 3000, (steered, dropped)
+        assert steered >= 5000 and 0 < steered - dropped <= 2000 * BURST, (steered, dropped)
         assert rss_kib(backplane) - rss_before < 32 * 1024
     finally:
         stop_flood.set()

@@ -154,3 +154,10 @@ class Datagram:
     local: list  # [address, port] of the gateway
     remote: list  # [address, port] of the peer
     data: bytes
+
+
+@message("datagrams")
+class Datagrams:
+    """A burst of datagrams in one message (the per-message cost of the bus is paid once)."""
+
+    items: list  # [[local, remote, data], ...] as in Datagram

@@ -92,7 +92,7 @@ def bare_gcm(size: int, n: int = 20000) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", type=lambda v: [int(x) for x in v.split(",")],
-                    default=[5000, 10000, 15000, 20000, 25000])  # fmt: skip
+                    default=[10000, 20000, 30000, 40000])  # fmt: skip
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--size", type=int, default=1400)
     args = ap.parse_args()
