@@ -339,7 +339,8 @@ class Card:
                 self._spawn(self._load_gateway())
             return  # readiness is reported once the gateway can answer
         if self.gateway is not None:
-            self.gateway.configure(tree, self.credentials, self.config.get("pool-share"))
+            # this card's share of the IP pools: a stream entry of its own, beside the config
+            self.gateway.configure(tree, self.credentials, self.replica.entries.get("pool-share"))
         if status == self.template_status and not force:
             return
         for name, state in status.items():

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import shutil
@@ -41,6 +42,7 @@ from chassis.ipc.messages import (
 )
 from chassis.ipc.rundir import RunDir, atomic_write
 from chassis.ipc.sockets import Channel, Incoming, Node
+from chassis.lab.fleet_settings import FleetSettings
 from chassis.npu_io import Npu
 from chassis.topology import Card, Topology
 
@@ -67,7 +69,8 @@ def endpoints(topology: Topology, run: RunDir) -> dict[str, str]:
     return {n: run.endpoint(n) for n in names}
 
 
-LAB_PEERS = {"ca": "chassis.lab.ca_server"}  # lab: section key -> process module
+# lab: section key -> process module, in start order (the fleet needs the CA's certificates)
+LAB_PEERS = {"ca": "chassis.lab.ca_server", "fleet": "chassis.lab.fleet"}
 
 
 def lab_endpoints(topology: Topology) -> dict[str, dict]:
@@ -83,6 +86,11 @@ def lab_endpoints(topology: Topology) -> dict[str, dict]:
             "admin": f"{base}/admin",
             "psk": str(conf.get("psk", "lab-secret")),
         }
+    if "fleet" in topology.lab:  # eNodeBs: an admin/status URL and the gateway they dial
+        fleet = FleetSettings.from_config(topology.lab["fleet"] or {}, topology.startup_config)
+        base = f"http://127.0.0.1:{free_tcp_port()}"
+        out["fleet"] = {"url": f"{base}/admin", "admin": f"{base}/admin",
+                        "gateway": fleet.gateway_text}  # fmt: skip
     return out
 
 
@@ -211,7 +219,7 @@ class Backplane:
 
     async def start_lab(self) -> None:
         """Lab peers come first: the boot configuration may enroll with the lab CA."""
-        for name in self.manifest.get("lab", {}):
+        for name in sorted(self.manifest.get("lab", {}), key=list(LAB_PEERS).index):
             with open(self.run.logs / f"lab-{name}.log", "ab") as out:
                 proc = subprocess.Popen(
                     [sys.executable, "-m", LAB_PEERS[name], "--run-dir", str(self.run.root)],
@@ -375,10 +383,19 @@ class Backplane:
                 name: {
                     "pid": proc.pid if proc.poll() is None else None,
                     "url": self.manifest["lab"][name]["url"],
+                    "status": self._lab_status(name),
                 }
                 for name, (proc, _) in self.lab.items()
             },
         }
+
+    def _lab_status(self, name: str) -> dict | None:
+        """What a lab peer publishes about itself in RUN/lab/NAME/status.json (the fleet's
+        counters), read here so `chassis status` never waits on the peer."""
+        try:
+            return json.loads((self.run.root / "lab" / name / "status.json").read_bytes())
+        except (OSError, ValueError):
+            return None
 
     # --- main loop -----------------------------------------------------------
 

@@ -55,6 +55,10 @@ def render_status(status: dict) -> str:
         lines.append(
             f" lab  {name:<4}  {'':<8}  {state:<8}  {peer['pid'] or '-':>7}  {peer['url']}"
         )
+        if name == "fleet" and peer.get("status"):
+            from chassis.lab.fleet_settings import render_status as render_fleet
+
+            lines += render_fleet(peer["status"])
     if status.get("capture"):
         lines.append(
             f"capture to {status['capture']['path']}: {capture_summary(status['capture'])}"

@@ -19,6 +19,8 @@ from dataclasses import asdict, dataclass, field
 import jsonschema
 import yaml
 
+from chassis.lab import fleet_settings
+
 SCHEMA = json.loads(pathlib.Path(__file__).with_name("topology.schema.json").read_text("utf-8"))
 _VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
 # Kept next to the schema's slot patterns (a test checks they agree); used for messages and roles.
@@ -150,6 +152,7 @@ def loads(text: str, source: str = "<string>", base_dir=None) -> Topology:
     if not any(p.field.startswith("cards") for p in r.problems):  # counts need sound cards
         r.check_roles(data)
     boot, boot_path = r.startup_config(data, pathlib.Path(base_dir or "."))
+    r.check_fleet(data, boot)
     if r.problems:
         raise TopologyError(r.problems)
     timers = {k.replace("-", "_"): int(v) for k, v in data.get("timers", {}).items()}
@@ -317,6 +320,20 @@ class _Reader:
             self.problem(self.marks.get(("cards",)), ("cards",), "no active management card")
         if not any(c.role == "active" for c in cards if not c.is_management):
             self.problem(self.marks.get(("cards",)), ("cards",), "no active packet card")
+
+    def check_fleet(self, data, boot: str) -> None:
+        lab = data.get("lab")
+        if not isinstance(lab, dict) or "fleet" not in lab:
+            return
+        known = {p.field for p in self.problems}  # what the schema said already
+        for sub, message in fleet_settings.problems(lab["fleet"], boot):
+            at = ("lab", "fleet", *sub)
+            name = ".".join(map(str, at))
+            if any(name == k or name.startswith(k + ".") for k in known):
+                continue
+            # a problem of the whole section points at its key, others at their value
+            mark = (self.marks.get(at) if sub else None) or self.key_marks.get(("lab", "fleet"))
+            self.problem(mark, at, message)
 
     def startup_config(self, data, base_dir: pathlib.Path) -> tuple[str, str | None]:
         value = data.get("startup-config")

@@ -60,15 +60,27 @@ class Certificates:
 
     async def restore_from_store(self) -> None:
         """Certificates installed before a restart are in the store, maybe not in the boot
-        configuration: configure them again from their local copies."""
-        lines = []
-        for (kind, name), entry in self.pki.store.entries().items():
-            if kind != "csr" and self.sup.engine.config.root.get(kind, name) is None:
-                lines.append(pki_commands.certificate_line(kind, name, entry, None))
-        if lines:
-            text = "config\n" + "\n".join(f"  {ln}" for ln in lines) + "\nend\n"
-            for err in await self.sup.engine.apply_boot_async(text):
-                log.error("restoring the certificate store: %s", err.message)
+        configuration: give them their configuration lines back. The store's files stay as
+        they are (re-installing them from their URLs would lose what only the store holds: the
+        chain a CA returned with a CMP certificate, the Hash and URL address)."""
+        store, config = self.pki.store, self.sup.engine.config
+        restored = False
+        for (kind, name), entry in store.entries().items():
+            if kind == "csr" or config.root.get(kind, name) is not None:
+                continue
+            hash_url = (
+                store.read(kind, name, "hash-url.txt").decode()
+                if "hash-url.txt" in entry["files"]
+                else None
+            )
+            line = pki_commands.certificate_line(kind, name, entry, hash_url)
+            data = {"name": name, "generation": entry["generation"], "hash_url": hash_url}
+            config.begin()
+            config.root.set_line(kind, name, line, data, secret=True, display=line)
+            config.commit()
+            restored = True
+        if restored:
+            self.sup.credentials_changed()
 
     # --- CMPv2 ------------------------------------------------------------------------
 

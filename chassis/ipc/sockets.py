@@ -195,6 +195,7 @@ class Channel:
             return None
 
     BATCH = 64  # messages handled per turn of the event loop when listening
+    BUDGET_S = 0.02  # ... or fewer, once this much time is spent: timers run in between
 
     def listen(self, handler) -> None:
         """Call handler(incoming) for every message, from now on, inside the running loop."""
@@ -206,11 +207,14 @@ class Channel:
         """A bounded batch, then the rest on the next turn: under a flood of datagrams the
         loop's timers (heartbeats) still run in between. The FD is edge-triggered, so what
         is left is picked up by the rescheduled call, not by the reader."""
+        deadline = time.monotonic() + self.BUDGET_S
         for _ in range(self.BATCH):
             inc = self._next()
             if inc is None:
                 return
             self._handler(inc)
+            if time.monotonic() > deadline:  # a burst of costly messages (DH, signatures)
+                break
         self._loop.call_soon(self._readable)
 
     def pump(self) -> None:

@@ -63,6 +63,7 @@ class Authority:
         self.issuing_key = serialization.load_pem_private_key(
             (self.home / "issuing.key").read_bytes(), None
         )
+        self._root_key = None  # loaded when something is issued from the root itself
         self.db = self._load_db()
 
     # --- set-up --------------------------------------------------------------------
@@ -111,18 +112,34 @@ class Authority:
 
     # --- issuance ----------------------------------------------------------------------
 
+    @property
+    def root_key(self):
+        if self._root_key is None:
+            self._root_key = serialization.load_pem_private_key(
+                (self.home / "root.key").read_bytes(), None
+            )
+        return self._root_key
+
     def issue(
         self,
         subject: x509.Name,
         public_key,
         sans: list[x509.GeneralName] = (),
         days: int | None = None,
+        issuer: str = "intermediate",
     ):
+        """An end-entity certificate from the issuing CA (``issuer="intermediate"``) or, for
+        peers that chain straight to the trust anchor, from the root (``issuer="root"``)."""
+        if issuer not in ("root", "intermediate"):
+            raise ValueError(f"issuer {issuer!r}: root or intermediate")
+        ca, ca_key = (
+            (self.root, self.root_key) if issuer == "root" else (self.issuing, self.issuing_key)
+        )
         now = self.now()
         builder = (
             x509.CertificateBuilder()
             .subject_name(subject)
-            .issuer_name(self.issuing.subject)
+            .issuer_name(ca.subject)
             .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(minutes=5))
@@ -139,13 +156,13 @@ class Authority:
                 critical=False,
             )
             .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.issuing_key.public_key()),
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
                 critical=False,
             )
         )
         if sans:
             builder = builder.add_extension(x509.SubjectAlternativeName(list(sans)), critical=False)
-        cert = builder.sign(self.issuing_key, hashes.SHA256())
+        cert = builder.sign(ca_key, hashes.SHA256())
         entry = Issued(
             cert.serial_number, cert.subject.rfc4514_string(), cert.not_valid_after_utc.isoformat()
         )
@@ -168,6 +185,10 @@ class Authority:
     @property
     def chain(self) -> tuple[x509.Certificate, x509.Certificate]:
         return self.issuing, self.root
+
+    def intermediates(self, issuer: str = "intermediate") -> tuple[x509.Certificate, ...]:
+        """What a certificate from ``issuer`` sends above itself (never the root)."""
+        return () if issuer == "root" else (self.issuing,)
 
     # --- the revocation database ---------------------------------------------------------
     # One JSON line per issue or revocation, appended and fsynced: the cost of a write does
