@@ -183,3 +183,48 @@ def test_esp_through_the_default_topology_is_echoed(chassis_factory):
     assert bad.error and "no child SA with inbound SPI" in bad.output
     bad = ch.exec("test ipsec traffic spi 0badc0de")[0]
     assert bad.error and "no packet card in service in slot 11" in bad.output
+
+
+def bring_up(ch) -> list:
+    """An eNodeB from the lab CA against ch; its Established/AuthFailed events."""
+    from cards.ike.events import AuthFailed
+
+    wait_until(
+        lambda: all(c.get("templates", {}).get("segw/segw-tmpl") == "ready"
+                    for c in ch.exec("show card table")[0].data["cards"] if c["type"] == "dpc"),
+        30,
+        what="the DPCs serving segw-tmpl",
+    )  # fmt: skip
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    local = sock.getsockname()
+    ep = Endpoint(enodeb(ch.run.root), rand=os.urandom, wall_clock=now, local=local)
+    events: list = []
+
+    def handle(outs) -> None:
+        for o in outs:
+            (sock.sendto(o.data, o.dst) if isinstance(o, Send) else events.append(o))
+
+    try:
+        handle(ep.initiate(GW, time.monotonic(), local=local))
+        deadline = time.monotonic() + 15
+        while not any(isinstance(e, Established | AuthFailed) for e in events):
+            assert time.monotonic() < deadline, events
+            if select.select([sock], [], [], 0.1)[0]:
+                data, src = sock.recvfrom(65536)
+                handle(ep.receive(data, src, local, time.monotonic()))
+            handle(ep.handle_timer(time.monotonic()))
+    finally:
+        sock.close()
+    return [e for e in events if isinstance(e, Established | AuthFailed)]
+
+
+def test_a_restart_on_the_same_run_directory_still_serves(chassis_factory, tmp_path):
+    """The certificate CMP enrolled comes back from the store with its chain: the gateway
+    still sends the issuing CA and the eNodeB (which trusts only the root) accepts it."""
+    run = tmp_path / "run"
+    ch = chassis_factory(DEFAULT, run_dir=run, timeout=60)
+    assert [type(e).__name__ for e in bring_up(ch)] == ["Established"]
+    ch.down()
+    ch = chassis_factory(DEFAULT, run_dir=run, timeout=60)
+    assert [type(e).__name__ for e in bring_up(ch)] == ["Established"]
