@@ -462,17 +462,17 @@ class Supervisor:
 
     async def ike_sas(self, method: str = "ike.sas") -> dict[int, list[dict]]:
         """Every card in service's IKE SAs ("ike.sas") or CHILD_SAs ("ipsec.sas"), asked at
-        once; a silent card counts as none."""
+        once; a card that does not answer in time maps to None (the show says so)."""
         slots = [s for s in self.packet_slots if self.cards.cards[s].in_service]
 
         async def ask(slot: int):
             try:
                 return slot, await self.pending.call(
-                    self.ctl, Request(method, {}), to=f"slot-{slot}".encode(), timeout=2
+                    self.ctl, Request(method, {}), to=f"slot-{slot}".encode(), timeout=5
                 )
             except (TimeoutError, RpcError) as exc:
-                log.warning("slot %d: no IKE SA table: %s", slot, exc)
-                return slot, []
+                log.warning("slot %d: no answer to %s: %s", slot, method, exc or "timeout")
+                return slot, None
 
         return dict(await asyncio.gather(*(ask(s) for s in slots)))
 
@@ -481,7 +481,7 @@ class Supervisor:
         `chassis capture --keys` (written 0600 by that client). A request of the CLI socket's
         own, not a CLI command: keys never reach a CLI session, `show` output or a log line."""
         by_card = await self.ike_sas("ike.keys")
-        sas = [sa for slot in sorted(by_card) for sa in by_card[slot]]
+        sas = [sa for slot in sorted(by_card) for sa in by_card[slot] or []]
         log.debug("ike.keys: keys of %d IKE SAs to a capture client", len(sas))
         self.cli.reply(inc, True, sas)
 

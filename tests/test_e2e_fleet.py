@@ -135,7 +135,13 @@ def test_fifty_enodebs_with_two_children_each_come_up_and_send_traffic(chassis_f
     assert status["status"]["up"] == 50 and status["status"]["children_up"] == 100
 
     # the gateway's view: 50 IKE SAs, 2 children each, spread over both DPCs
-    sas = ch.exec("show crypto ikev2-ikesa security-associations")[0].data["sas"]
+    shown = wait_until(  # both cards answer (a card busy past the timeout is listed as silent)
+        lambda: (d := ch.exec("show crypto ikev2-ikesa security-associations")[0].data)
+        and not d["silent"] and d,
+        15,
+        what="both cards' SA tables",
+    )
+    sas = shown["sas"]
     assert len(sas) == 50
     assert sorted(s["peer_id"] for s in sas) == [f"enb{i:04d}.lab.example" for i in range(1, 51)]
     assert all(s["state"] == "ESTABLISHED" and s["children"] == 2 for s in sas)

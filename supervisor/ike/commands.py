@@ -218,6 +218,8 @@ def _show_ikesa(args: dict, ctx: Any) -> Deferred:
         return await system.ike_sas()
 
     def show(by_card: dict) -> Result:
+        silent = sorted(slot for slot, sas in by_card.items() if sas is None)
+        by_card = {slot: sas for slot, sas in by_card.items() if sas is not None}
         rows = [{"card": slot, **row} for slot, sas in sorted(by_card.items()) for row in sas]
         up = sum(1 for r in rows if r["state"] == "ESTABLISHED")
         counts = {
@@ -230,8 +232,10 @@ def _show_ikesa(args: dict, ctx: Any) -> Deferred:
                 f"  card {slot}: {n}"
                 for slot, n in sorted(counts.items(), key=lambda kv: int(kv[0]))
             ]
+            lines += [f"  card {slot}: did not answer" for slot in silent]
             return Result(
-                "\n".join(lines), {"established": up, "total": len(rows), "per_card": counts}
+                "\n".join(lines),
+                {"established": up, "total": len(rows), "per_card": counts, "silent": silent},
             )
         lines = [
             f"{'Card':>4} {'Local':<21} {'Remote':<21} {'State':<12} {'Role':<9} {'Child':>5}  Peer ID / suite"
@@ -243,7 +247,8 @@ def _show_ikesa(args: dict, ctx: Any) -> Deferred:
                 + (f" inner {r['address']}" if r.get("address") else "")
             )
         lines.append(f"Total IKEv2 SAs: {len(rows)}, established {up}")
-        return Result("\n".join(lines), {"sas": rows})
+        lines += [f"Card {slot} did not answer: its SAs are not listed" for slot in silent]
+        return Result("\n".join(lines), {"sas": rows, "silent": silent})
 
     return Deferred(work, show)
 
@@ -255,12 +260,17 @@ def _show_ipsec(args: dict, ctx: Any) -> Deferred:
         return await system.ike_sas("ipsec.sas")
 
     def show(by_card: dict) -> Result:
+        silent = sorted(slot for slot, sas in by_card.items() if sas is None)
+        by_card = {slot: sas for slot, sas in by_card.items() if sas is not None}
         rows = [{"card": slot, **row} for slot, sas in sorted(by_card.items()) for row in sas]
         per_card = {str(slot): len(sas) for slot, sas in sorted(by_card.items())}
         if summary:
             lines = [f"IPsec child SAs: {len(rows)}"]
             lines += [f"  card {slot}: {n}" for slot, n in per_card.items()]
-            return Result("\n".join(lines), {"total": len(rows), "per_card": per_card})
+            lines += [f"  card {slot}: did not answer" for slot in silent]
+            return Result(
+                "\n".join(lines), {"total": len(rows), "per_card": per_card, "silent": silent}
+            )
         lines = []
         for r in rows:
             life = f"{r['lifetime_s']} s" if r.get("lifetime_s") is not None else "-"
@@ -273,7 +283,8 @@ def _show_ipsec(args: dict, ctx: Any) -> Deferred:
                 f"dropped {sum(v for k, v in r.items() if k.startswith('dropped_'))}",
             ]
         lines.append(f"Total IPsec child SAs: {len(rows)}")
-        return Result("\n".join(lines), {"sas": rows})
+        lines += [f"Card {slot} did not answer: its child SAs are not listed" for slot in silent]
+        return Result("\n".join(lines), {"sas": rows, "silent": silent})
 
     return Deferred(work, show)
 
