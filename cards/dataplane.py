@@ -21,7 +21,7 @@ from cards.ike.events import ChildDeleted, ChildEstablished, Send
 Addr = tuple[str, int]
 
 
-@dataclass
+@dataclass(slots=True)  # one per child on the card: no per-instance dict
 class Tunnel:
     """One child's ESP state and where its packets go (follows the peer's NAT mapping)."""
 
@@ -42,6 +42,7 @@ class DataPlane:
         self.rand = rand
         self.tunnels: dict[bytes, Tunnel] = {}  # by our inbound SPI
         self.unknown_spi = 0  # ESP for no child of ours
+        self._soft = False  # a tunnel passed 90% of a lifetime since due_rekeys last looked
 
     # ------------------------------------------------------------------ children
     def track(self, endpoint, outs: list, *, echo: bool, limits: dict) -> None:
@@ -78,7 +79,10 @@ class DataPlane:
         inner = tunnel.esp.open(packet)
         if inner is None:
             return []
-        tunnel.local, tunnel.peer = local, remote  # ESP-in-UDP follows the NAT mapping
+        if not tunnel.rekeying and tunnel.esp.soft_expired:
+            self._soft = True
+        if remote != tunnel.peer or local != tunnel.local:  # ESP-in-UDP follows the NAT
+            tunnel.local, tunnel.peer = local, remote  # mapping (equal: the IKE SA's tuples)
         tunnel.delivered += 1
         if not tunnel.echo:
             return []
@@ -98,11 +102,20 @@ class DataPlane:
 
     def _send(self, tunnel: Tunnel, inner: bytes) -> list:
         packet = tunnel.esp.seal(inner, self.rand)
-        return [Send(packet, tunnel.local, tunnel.peer)] if packet is not None else []
+        if packet is None:
+            return []
+        if not tunnel.rekeying and tunnel.esp.soft_expired:
+            self._soft = True
+        return [Send(packet, tunnel.local, tunnel.peer)]
 
     # ------------------------------------------------------------------ lifetimes
     def due_rekeys(self) -> list[tuple[bytes, bytes]]:
-        """(IKE SA SPI, child SPI) of each child past 90% of its byte or packet lifetime."""
+        """(IKE SA SPI, child SPI) of each child past 90% of its byte or packet lifetime.
+        Only a packet moves a tunnel past 90%: without one since the last look, none is due
+        (this runs after every ESP datagram; the scan walks every tunnel)."""
+        if not self._soft:
+            return []
+        self._soft = False
         due = []
         for spi, tunnel in self.tunnels.items():
             if not tunnel.rekeying and tunnel.esp.soft_expired:

@@ -33,6 +33,7 @@ expiry too (the soft threshold is 90% of 2^32 - 1).
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import struct
@@ -198,11 +199,54 @@ def _compile(selectors) -> tuple:
 def _everything(sels: tuple) -> frozenset:
     """The IP versions a selector list lets through whole (the fast path)."""
     full = {4: (0, (1 << 32) - 1), 6: (0, (1 << 128) - 1)}
-    return frozenset(
+    versions = frozenset(
         v
         for v, lo, hi, p, plo, phi in sels
         if (lo, hi) == full[v] and not p and (plo, phi) == (0, 0xFFFF)
     )
+    return _VERSIONS.setdefault(versions, versions)
+
+
+_VERSIONS: dict[frozenset, frozenset] = {}  # at most 4 (subsets of {4, 6}), shared
+
+
+# A card holds an EspSa per child: what many of them hold alike is shared, not copied. The
+# side of the gateway is the same selectors for every child of a payload (the peer's, one
+# host each, fall out of the cache again).
+@functools.lru_cache(maxsize=64)
+def _shared_selectors(selectors: tuple) -> tuple[tuple, frozenset]:
+    compiled = _compile(selectors)
+    return compiled, _everything(compiled)
+
+
+def _selectors(selectors) -> tuple[tuple, frozenset]:
+    """(compiled selectors, the versions they let through whole) of a child's side."""
+    try:
+        return _shared_selectors(tuple(selectors))
+    except TypeError:  # unhashable: not shared
+        compiled = _compile(selectors)
+        return compiled, _everything(compiled)
+
+
+@functools.lru_cache(maxsize=64)
+def _trailers(block: int) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
+    """Padding | Pad Length | Next Header for an inner packet of length % block, by version."""
+    return tuple(
+        tuple(_PADS[pad] + bytes((pad, nh)) for pad in (-(r + 2) % block for r in range(block)))
+        for nh in (NH_IPV4, NH_IPV6)
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _limits(lifetime_bytes: int | None, lifetime_packets: int | None, window: int) -> tuple:
+    """(hard bytes, hard packets, soft bytes, soft packets, replay mask): the same ints for
+    every child of a payload."""
+    never = 1 << 64
+    hard_bytes = lifetime_bytes if lifetime_bytes is not None else never
+    hard_packets = lifetime_packets if lifetime_packets is not None else never
+    soft_bytes = -(-hard_bytes * 9 // 10)  # ceil(90%)
+    soft_packets = -(-hard_packets * 9 // 10)
+    return hard_bytes, hard_packets, soft_bytes, soft_packets, (1 << window) - 1
 
 
 def _match(sels: tuple, version: int, addr: int, proto: int, port) -> bool:
@@ -223,7 +267,7 @@ class EspSa:
     __slots__ = (
         "spi_in", "spi_out", "suite", "aead", "icv_len", "lifetime_bytes", "lifetime_packets",
         "seq_out", "replay_top", "last_drop", "packets_in", "bytes_in", "packets_out",
-        "bytes_out", *DROPS,
+        "bytes_out", "_drops",
         "_window", "_bitmap", "_mask", "_ours", "_theirs", "_ours_all", "_theirs_all",
         "_gcm_out", "_gcm_in", "_salt_out", "_salt_in", "_aes_out", "_aes_in", "_mac_out",
         "_mac_in", "_min_len", "_block_mask", "_trailers4", "_trailers6", "_hard_bytes",
@@ -265,26 +309,18 @@ class EspSa:
             block, iv = 16, 16
         # the shortest packet worth authenticating: header, IV, one block, ICV
         self._min_len = 8 + iv + max(block, 2) + self.icv_len
-        # Padding | Pad Length | Next Header for an inner packet of length % block, by version
         self._block_mask = block - 1
-        self._trailers4, self._trailers6 = (
-            tuple(_PADS[pad] + bytes((pad, nh)) for pad in (-(r + 2) % block for r in range(block)))
-            for nh in (NH_IPV4, NH_IPV6)
-        )
+        self._trailers4, self._trailers6 = _trailers(block)
         ours, theirs = (child.tsi, child.tsr) if child.initiator else (child.tsr, child.tsi)
-        self._ours, self._theirs = _compile(ours), _compile(theirs)
-        self._ours_all, self._theirs_all = _everything(self._ours), _everything(self._theirs)
-        self._window, self._mask = replay_window, (1 << replay_window) - 1
+        self._ours, self._ours_all = _selectors(ours)
+        self._theirs, self._theirs_all = _selectors(theirs)
         self.seq_out = self.replay_top = self._bitmap = 0
         self.lifetime_bytes, self.lifetime_packets = lifetime_bytes, lifetime_packets
-        never = 1 << 64
-        self._hard_bytes = lifetime_bytes if lifetime_bytes is not None else never
-        self._hard_packets = lifetime_packets if lifetime_packets is not None else never
-        self._soft_bytes = -(-self._hard_bytes * 9 // 10)  # ceil(90%)
-        self._soft_packets = -(-self._hard_packets * 9 // 10)
+        self._window = replay_window
+        (self._hard_bytes, self._hard_packets, self._soft_bytes, self._soft_packets,
+         self._mask) = _limits(lifetime_bytes, lifetime_packets, replay_window)  # fmt: skip
         self.packets_in = self.bytes_in = self.packets_out = self.bytes_out = 0
-        for name in DROPS:
-            setattr(self, name, 0)
+        self._drops = None  # the drop counters that are not 0 (most children have none)
         self.last_drop = ""
         return self
 
@@ -299,7 +335,9 @@ class EspSa:
 
     # -------------------------------------------------------------- accounting
     def _drop(self, counter: str, reason: str) -> None:
-        setattr(self, counter, getattr(self, counter) + 1)
+        if self._drops is None:
+            self._drops = {}
+        self._drops[counter] = self._drops.get(counter, 0) + 1
         self.last_drop = f"{counter}: {reason}"
         return None
 
@@ -449,3 +487,11 @@ class EspSa:
         self.packets_in += 1
         self.bytes_in += total
         return inner
+
+
+def _drop_counter(name: str) -> property:
+    return property(lambda self: self._drops.get(name, 0) if self._drops else 0)
+
+
+for _name in DROPS:  # EspSa.dropped_spi ... read as attributes, counted by _drop
+    setattr(EspSa, _name, _drop_counter(_name))

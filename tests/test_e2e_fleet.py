@@ -136,8 +136,11 @@ def test_fifty_enodebs_with_two_children_each_come_up_and_send_traffic(chassis_f
 
     # the gateway's view: 50 IKE SAs, 2 children each, spread over both DPCs
     shown = wait_until(  # both cards answer (a card busy past the timeout is listed as silent)
-        lambda: (d := ch.exec("show crypto ikev2-ikesa security-associations")[0].data)
-        and not d["silent"] and d,
+        lambda: (
+            (d := ch.exec("show crypto ikev2-ikesa security-associations")[0].data)
+            and not d["silent"]
+            and d
+        ),
         15,
         what="both cards' SA tables",
     )

@@ -26,7 +26,7 @@ class TsUnacceptable(Exception):
 
 
 # ------------------------------------------------------------------ keys and the SA
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per CHILD_SA: no per-instance dict
 class ChildKeys:
     """ESP keys per direction (i: initiator -> responder). Never shown in repr or logs."""
 
@@ -52,7 +52,7 @@ def derive_child_keys(
     return ChildKeys(km[:e], km[e : e + a], km[e + a : 2 * e + a], km[2 * e + a :])
 
 
-@dataclass
+@dataclass(slots=True)  # a card holds tens of thousands: no per-instance dict
 class ChildSa:
     """One CHILD_SA (ESP, tunnel mode) of an IKE SA."""
 
@@ -217,7 +217,10 @@ def intersect(a: TrafficSelector, b: TrafficSelector) -> TrafficSelector | None:
     sport, eport = max(a.start_port, b.start_port), min(a.end_port, b.end_port)
     if start > end or sport > eport:
         return None
-    return TrafficSelector(a.ts_type, a.ip_proto or b.ip_proto, sport, eport, start, end)
+    ts = TrafficSelector(a.ts_type, a.ip_proto or b.ip_proto, sport, eport, start, end)
+    # one of the two when it is all of it: a child then shares our configured selector (or
+    # the host selector of its inner address) instead of keeping one of its own
+    return b if ts == b else a if ts == a else ts
 
 
 def narrow(peer: Sequence[TrafficSelector], ours: Sequence[TrafficSelector]):
@@ -228,7 +231,8 @@ def narrow(peer: Sequence[TrafficSelector], ours: Sequence[TrafficSelector]):
             ts = intersect(p, o)
             if ts is not None and ts not in out:
                 out.append(ts)
-    return tuple(out)
+    narrowed = tuple(out)
+    return ours if narrowed == ours else narrowed  # ours when it is all of them (shared)
 
 
 def host_ts(address: str) -> TrafficSelector:

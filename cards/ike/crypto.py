@@ -92,7 +92,7 @@ class Suite:
         return 1 if self.aead else 16  # RFC 5282 3: no alignment needed for GCM
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class DirectionKeys:
     """The keys protecting one direction of an IKE SA (SK_ei/SK_ai or SK_er/SK_ar)."""
 
@@ -100,7 +100,7 @@ class DirectionKeys:
     integ: bytes = b""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # one per IKE SA: no per-instance dict
 class IkeKeys:
     sk_d: bytes
     sk_ai: bytes

@@ -60,18 +60,23 @@ class Endpoint:
         self.timers: list[tuple[float, int, bytes]] = []  # heap of (due, seq, our SPI)
         self._seq = 0
         self.half_open: dict[tuple[Addr, bytes], bytes] = {}  # (peer, SPIi) -> our SPIr
+        # The allocators every SA of ours calls, bound once (a bound method per SA is 64 B)
+        self._spi_fn, self._esp_spi_fn = self._new_spi, self._new_esp_spi
 
     # ------------------------------------------------------------------ API
     def receive(self, datagram: bytes, src: Addr, dst: Addr, now: float) -> list[Out]:
         try:
-            return self._receive(bytes(datagram), tuple(src), tuple(dst), now)
+            dst = tuple(dst)
+            if dst == self.local:
+                dst = self.local  # the SAs keep our address: one tuple for all of them
+            return self._receive(bytes(datagram), tuple(src), dst, now)
         except Exception as exc:  # a bug must not take the card down with it
             return [InternalError(f"{type(exc).__name__}: {exc}")]
 
     def initiate(self, peer: Addr, now: float, local: Addr | None = None) -> list[Out]:
         sa = IkeSa(self.config, self.rand, initiator=True, spi_i=self._new_spi(),
                    local=local or self.local, peer=peer, wall_clock=self.wall_clock)  # fmt: skip
-        sa.new_esp_spi, sa.new_ike_spi = self._new_esp_spi, self._new_spi
+        sa.new_esp_spi, sa.new_ike_spi = self._esp_spi_fn, self._spi_fn
         self.sas[sa.spi_i] = sa
         return self._guard(sa, sa.start, now)
 
@@ -162,7 +167,7 @@ class Endpoint:
 
     def import_sa(self, checkpoint: dict) -> IkeSa:
         sa = IkeSa.from_checkpoint(checkpoint, self.config, self.rand, self.wall_clock)
-        sa.new_esp_spi, sa.new_ike_spi = self._new_esp_spi, self._new_spi
+        sa.new_esp_spi, sa.new_ike_spi = self._esp_spi_fn, self._spi_fn
         self.sas[sa.my_spi] = sa
         self.esp_spis.update(sa.children)
         self._schedule(sa)
@@ -220,7 +225,7 @@ class Endpoint:
                         Rejected(src, NotifyType.COOKIE, reason)]  # fmt: skip
         sa = IkeSa(self.config, self.rand, initiator=False, spi_i=msg.spi_i,
                    spi_r=self._new_spi(), local=dst, peer=src, wall_clock=self.wall_clock)  # fmt: skip
-        sa.new_esp_spi, sa.new_ike_spi = self._new_esp_spi, self._new_spi
+        sa.new_esp_spi, sa.new_ike_spi = self._esp_spi_fn, self._spi_fn
         sa.setup_deadline = now + self.config.setup_timeout_s
         self.sas[sa.spi_r] = sa
         out = self._guard(sa, sa.receive, msg, src, dst, now)
@@ -244,10 +249,11 @@ class Endpoint:
         if sa.half_open_key is not None and sa.state is not State.WAIT_AUTH_REQUEST:
             self.half_open.pop(sa.half_open_key, None)
             sa.half_open_key = None
-        for new in sa.successors:  # an IKE SA rekey made a new SA
-            self.sas[new.my_spi] = new
-            self._schedule(new)
-        sa.successors.clear()
+        if sa.successors:  # an IKE SA rekey made a new SA
+            for new in sa.successors:
+                self.sas[new.my_spi] = new
+                self._schedule(new)
+            sa.successors = ()
         if sa.state is State.DEAD:
             self.sas.pop(sa.my_spi, None)
             self.esp_spis.difference_update(sa.children)

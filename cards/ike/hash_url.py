@@ -15,6 +15,8 @@ from .tasks.auth import hash_urls
 if TYPE_CHECKING:
     from .sa import Outstanding
 
+NO_FETCHES: frozenset[str] = frozenset()  # no fetch pending (shared, never changed)
+
 
 class HashAndUrl:
     __slots__ = ()
@@ -51,6 +53,7 @@ class HashAndUrl:
         self.pending_fetches.discard(url)
         if not self.pending_fetches:
             (msg, payloads, out), self.parked = self.parked, None
+            self.pending_fetches = NO_FETCHES
             if msg.is_response:
                 self._process_response(out, msg, payloads, self.now)
             else:

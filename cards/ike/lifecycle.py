@@ -6,6 +6,7 @@ exchanges themselves are tasks (tasks/create_child.py, tasks/rekey_ike.py).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from .child import ChildSa
@@ -85,7 +86,9 @@ class Lifecycle:
                     local=self.local, peer=self.peer, wall_clock=self.wall_clock)  # fmt: skip
         new.proposal, new.suite, new.ni, new.nr = chosen, shared_suite(chosen), ni, nr
         seed = skeyseed_rekey(self.suite.prf, self.keys.sk_d, shared, ni, nr)
-        new.keys = derive_ike_keys(new.suite, seed, ni, nr, spi_i, spi_r)
+        # no AUTH on a rekeyed SA: without SK_pi/SK_pr, as after IKE_AUTH (_setup_done)
+        new.keys = replace(derive_ike_keys(new.suite, seed, ni, nr, spi_i, spi_r), sk_pi=b"",
+                           sk_pr=b"")  # fmt: skip
         new.state, new.now = S.ESTABLISHED, self.now
         new.peer_id, new.peer_cert_subject = self.peer_id, self.peer_cert_subject
         new.nat_local, new.nat_remote, new.peer_hashes = (
@@ -96,7 +99,7 @@ class Lifecycle:
         new.new_esp_spi, new.new_ike_spi = self.new_esp_spi, self.new_ike_spi
         new._out = self._out  # what it sends in this step leaves with ours
         new._ike_timers()
-        self.successors.append(new)
+        self.successors = [*self.successors, new]
         self.emit(IkeRekeyed(self.spi_i, self.spi_r, spi_i, spi_r, initiator))
         return new
 

@@ -258,7 +258,7 @@ class AuthPayload:
         return cls(_enum(AuthMethod, method), body[4:])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # each CHILD_SA keeps its own: no per-instance dict
 class TrafficSelector:
     ts_type: int
     ip_proto: int

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from .child import ChildSa
 from .config import IkeConfig, IkeProposal
@@ -42,7 +42,7 @@ from .events import (
     Rejected,
     Retransmit,
 )
-from .hash_url import HashAndUrl
+from .hash_url import NO_FETCHES, HashAndUrl
 from .lifecycle import Lifecycle
 from .message import (
     Message,
@@ -116,7 +116,7 @@ class IkeSa(Lifecycle, HashAndUrl, Wire):
         self.ni = self.nr = b""
         self.init_request = self.init_response = b""  # as sent, for the AUTH octets
         self.peer_hashes: tuple = ()  # peer's SIGNATURE_HASH_ALGORITHMS
-        self.peer_certreq: list[bytes] = []
+        self.peer_certreq: list[bytes] | tuple = ()
         self.peer_id = self.peer_cert_subject = ""
         self.nat_local = self.nat_remote = False
         self.send_mid = 0  # next request we send
@@ -128,28 +128,29 @@ class IkeSa(Lifecycle, HashAndUrl, Wire):
         self.setup_deadline: float | None = None
         self.half_open_key = None  # the endpoint's index entry while WAIT_AUTH_REQUEST
         self.new_ike_spi: Callable[[], bytes] = lambda: rand(8)  # the endpoint's allocator
-        self.successors: list[IkeSa] = []  # new SAs from rekeys, for the endpoint to index
+        # new SAs from rekeys, for the endpoint to index (a list while there are any)
+        self.successors: list[IkeSa] | tuple = ()
         self.ike_rekeying = None  # our IKE rekey in flight
         self.rekeyed_to_theirs = None  # (new SA, nonces) when we answered the peer's rekey
         self.rekeyed_ours = None  # (new SA, nonces) once our rekey was answered
         self.ike_rekey_at: float | None = None
         self.last_heard = 0.0  # the last authenticated message from the peer (DPD)
         self.assigned: list[str] = []  # inner addresses we gave the peer (CP), until we go
-        self.virtual_ips: list[str] = []  # inner addresses the peer gave us
+        self.virtual_ips: list[str] | tuple = ()  # inner addresses the peer gave us (a list)
         self.no_child = ""  # why IKE_AUTH's CHILD_SA cannot be made (no free address)
         self.peer_http_lookup = False  # the peer takes certificates as Hash and URL
         self.fetched: dict[str, bytes | None] | None = None  # Hash and URL: url -> DER
         self.parked = None  # (request, payloads) waiting for those fetches
-        self.pending_fetches: set[str] = set()
+        self.pending_fetches: set[str] | frozenset[str] = NO_FETCHES
         self.fragmenting = False  # both sides sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383)
-        self.reassembly: dict = {}  # the fragments of the message being received
+        self.reassembly: dict | None = None  # the fragments of the message being received
         self.first_fragment = b""  # fragment 1 of the request just reassembled
         self.ike_expire_at: float | None = None
         self.children: dict[bytes, ChildSa] = {}  # by our (inbound) ESP SPI
         # our inbound ESP SPIs: the endpoint replaces this with its slot-aware, unique allocator
         self.new_esp_spi: Callable[[], bytes] = lambda: rand(4)
-        self._out: list[Out] = []
-        self._setup: dict[str, Task] = {}
+        self._out: list[Out] | None = None  # what the step being run (_run) sends and tells
+        self._setup: dict[str, Task] | None = None  # the setup exchanges' tasks, until done
         self.now = 0.0  # the monotonic time of the step being run
         self.mcsa_at: float | None = None  # create the payloads the peer has not covered
         # child rekeys in progress, by our SPI of the old child: {"mine"/"theirs": new child}
@@ -189,7 +190,8 @@ class IkeSa(Lifecycle, HashAndUrl, Wire):
         self.state = new
 
     def emit(self, event: Out) -> None:
-        self._out.append(event)
+        if self._out is not None:  # outside a step nothing would ever return it
+            self._out.append(event)
 
     def authenticated(self) -> None:
         self.fire(T.AUTHENTICATED)
@@ -199,6 +201,18 @@ class IkeSa(Lifecycle, HashAndUrl, Wire):
         self._ike_timers()
         self.emit(Established(self.spi_i, self.spi_r, self.peer_id, self.peer_cert_subject,
                               self.peer, proposal_name(self.proposal), self.initiator))  # fmt: skip
+
+    def _setup_done(self) -> None:
+        """IKE_AUTH is over: what only the setup exchanges needed goes (the raw IKE_SA_INIT
+        messages and SK_pi/SK_pr of the AUTH octets, the peer's CERTREQ and hash algorithms,
+        the certificates fetched for Hash and URL, the setup tasks with our DH private key).
+        A retransmitted IKE_AUTH request is answered from ``cached``; a checkpoint carries
+        SK_pi/SK_pr empty."""
+        self.init_request = self.init_response = b""
+        self.peer_certreq = self.peer_hashes = ()
+        self.fetched = self._setup = None
+        if self.keys is not None:
+            self.keys = replace(self.keys, sk_pi=b"", sk_pr=b"")
 
     def child_up(self, child: ChildSa, rekey_of: bytes | None = None) -> None:
         policy = self.policy(child.policy)
@@ -296,7 +310,7 @@ class IkeSa(Lifecycle, HashAndUrl, Wire):
     def _run(self, now: float, fn, *args) -> list[Out]:
         self._out, self.now = [], now
         fn(*args)
-        out, self._out = self._out, []
+        out, self._out = self._out, None
         return out
 
     # ------------------------------------------------------------------ our requests
@@ -356,6 +370,8 @@ class IkeSa(Lifecycle, HashAndUrl, Wire):
                 self._notify_auth_failed()
             self.fail(exc.reason, auth=out.exchange == X.IKE_AUTH)
             return
+        if out.exchange == X.IKE_AUTH:
+            self._setup_done()
         self._kick(now)
 
     def _notify_auth_failed(self) -> None:
@@ -413,7 +429,8 @@ class IkeSa(Lifecycle, HashAndUrl, Wire):
         payloads = self._open(msg)
         if payloads is None:
             return
-        self.local, self.peer = dst, src  # authenticated: follow the peer's port float
+        if dst != self.local or src != self.peer:  # authenticated: follow the peer's port float
+            self.local, self.peer = dst, src  # (equal ones stay: shared with the data plane)
         if not isinstance(payloads, IkeError) and self._must_fetch(msg, payloads):
             return
         self._answer(msg, payloads)
@@ -457,9 +474,8 @@ class IkeSa(Lifecycle, HashAndUrl, Wire):
         self.recv_mid, self.cached = mid + 1, (mid, _digest(first), data)
         self._send(data, self.local, self.peer)
         if exchange == X.IKE_AUTH:
-            # The setup tasks (our DH private key among them) are done: IKE_AUTH is answered
-            # once, its retransmissions from the cache.
-            self._setup = {}
+            # IKE_AUTH is answered once, its retransmissions from the cache.
+            self._setup_done()
         if error is None:
             if exchange == X.IKE_SA_INIT:
                 self.init_response = data[0]

@@ -55,13 +55,14 @@ class Wire:
         _, plain = open_skf(msg, self.suite, keys)
         self.last_heard = self.now
         key = (msg.message_id, msg.is_response, skf.total)
-        buf = self.reassembly
+        buf = self.reassembly or {}  # None between messages: most SAs never see fragments
         if buf.get("key") != key:  # a new message (fragments of an older one are dropped)
             if skf.total > MAX_FRAGMENTS:
                 self.emit(Dropped(self.peer, f"{skf.total} fragments (at most {MAX_FRAGMENTS})"))
                 return None
             buf.clear()
             buf.update(key=key, parts={})
+            self.reassembly = buf
         buf["parts"].setdefault(skf.number, plain)
         if skf.number == 1:
             buf["first"], buf["first_raw"] = skf.first_inner, msg.raw
@@ -70,7 +71,7 @@ class Wire:
         data = b"".join(buf["parts"][n] for n in range(1, skf.total + 1))
         self.first_fragment = buf["first_raw"]  # what a retransmission is recognised by
         first = buf["first"]
-        buf.clear()
+        self.reassembly = None
         return decode_payloads(first, data)
 
     def _encode(self, exchange: int, mid: int, response: bool, payloads: list,

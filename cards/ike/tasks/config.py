@@ -36,11 +36,14 @@ class ConfigTask(Task):
         cp = ctx.first(CpPayload)
         if cp is None or cp.cfg_type != CfgType.CFG_REPLY:
             return
+        got = list(sa.virtual_ips)  # a tuple while empty (shared)
         for atype, value in cp.attributes:
             if atype == IP4_ADDRESS and len(value) == 4:
-                sa.virtual_ips.append(str(ipaddress.IPv4Address(value)))
+                got.append(str(ipaddress.IPv4Address(value)))
             elif atype == IP6_ADDRESS and len(value) == 17:
-                sa.virtual_ips.append(str(ipaddress.IPv6Address(value[:16])))
+                got.append(str(ipaddress.IPv6Address(value[:16])))
+        if got:
+            sa.virtual_ips = got
 
     # ------------------------------------------------------------------ responder
     def process_r(self, sa, ctx: Ctx) -> None:
