@@ -23,6 +23,13 @@ RCVBUF = 8 << 20  # bytes per gateway socket (the kernel caps it at net.core.rme
 # Datagrams read per wake-up of a socket, then handed on per card in one message: it bounds
 # a hung card's backlog too (the bus's high-water mark counts messages).
 BURST = 64
+# IKE datagrams per message at most: a card handles a message in one turn of its loop (the
+# channel's 20 ms budget is checked between messages), and an IKE datagram may cost it
+# milliseconds (a MODP-2048 IKE_SA_INIT about 5 ms of CPU, an IKE_AUTH 1-2 ms). 64 IKE_SA_INITs
+# of group 14 in one message held a card's loop for 300 ms, and the supervisor failed it for
+# the heartbeats it missed; 4 still took 23-30 ms of CPU, 60-80 ms on a shared CPU. ESP
+# (microseconds a packet) keeps the whole burst in one message.
+IKE_PER_MESSAGE = 2
 
 
 class Npu:
@@ -65,11 +72,13 @@ class Npu:
 
     def _readable(self, local: tuple[str, int], sock: socket.socket) -> None:
         """Read what is queued (at most BURST), steer it, and hand each card its share in one
-        message: under load the bus and the card pay their per-message cost once per burst."""
+        message (IKE in messages of IKE_PER_MESSAGE): under load the bus and the card pay
+        their per-message cost once per burst, and a card's turn stays short."""
         ready = self.ready()
         takers = [s for s in ready if s in self.allowed.get(local, ())]
         marked = local[1] != 500  # RFC 3948 framing whenever the gateway's port is not 500
-        batches: dict[int, list] = {}
+        batches: dict[int, list] = {}  # per card: ESP, in one message
+        ike: dict[int, list] = {}  # per card: IKE, IKE_PER_MESSAGE datagrams a message
         for _ in range(BURST):
             try:
                 data, addr = sock.recvfrom(65535)
@@ -88,11 +97,21 @@ class Npu:
                 if where.reason:
                     log.debug("dropped %s from %s:%d: %s", where.kind, *remote, where.reason)
                 continue
-            batches.setdefault(where.slot, []).append([list(local), list(remote), data])
+            item = [list(local), list(remote), data]
+            if where.kind == "ike":
+                ike.setdefault(where.slot, []).append(item)
+            else:
+                batches.setdefault(where.slot, []).append(item)
+        for slot, items in ike.items():
+            for i in range(0, len(items), IKE_PER_MESSAGE):
+                self._hand(slot, items[i : i + IKE_PER_MESSAGE])
         for slot, items in batches.items():
-            msg = Datagram(*items[0]) if len(items) == 1 else Datagrams(items)
-            if not self.deliver(slot, msg):
-                self.counts["dropped"] += len(items)
+            self._hand(slot, items)
+
+    def _hand(self, slot: int, items: list) -> None:
+        msg = Datagram(*items[0]) if len(items) == 1 else Datagrams(items)
+        if not self.deliver(slot, msg):
+            self.counts["dropped"] += len(items)
 
     def received(self, local: tuple[str, int], data: bytes, remote: tuple[str, int]) -> None:
         """One datagram, as if read from ``local`` (tests and tools)."""

@@ -1,12 +1,16 @@
 """NPU steering: new IKE SAs spread stably over the ready cards; known SPIs go to their owner."""
 
 import os
+import socket
+import time
 
 from hypothesis import given
 from hypothesis import strategies as st
 
 from cards.spi import make_spi
+from chassis.ipc.messages import Datagram, Datagrams
 from chassis.npu import steer
+from chassis.npu_io import IKE_PER_MESSAGE, Npu
 
 
 def ike(spi_i: bytes, spi_r: bytes = bytes(8), flags: int = 0x08) -> bytes:
@@ -75,3 +79,36 @@ def test_new_sas_only_to_cards_that_can_serve_but_known_spis_stay():
         steer(ike(os.urandom(8), owned), ("10.0.0.1", 500), 500, [1, 2], False, new_sa=[2]).slot
         == 1
     )
+
+
+def test_a_burst_goes_to_a_card_as_one_message_of_esp_and_small_messages_of_ike():
+    """ESP costs a card microseconds a packet: a burst is one message. IKE may cost it
+    milliseconds a datagram (a MODP-2048 key pair): at most IKE_PER_MESSAGE in a message, so
+    the card's loop turns (and heartbeats) between them."""
+    got: list = []
+    npu = Npu(lambda slot, msg: got.append((slot, msg)) or True, lambda: [1])
+    gateway = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        gateway.bind(("127.0.0.1", 0))
+        gateway.setblocking(False)
+        local = gateway.getsockname()
+        npu.allowed[local] = {1}
+        inits = 2 * IKE_PER_MESSAGE + 1
+        for _ in range(inits):
+            peer.sendto(b"\0\0\0\0" + ike(os.urandom(8)), local)
+        for seq in range(10):
+            esp = make_spi(1, os.urandom(4)) + (seq + 1).to_bytes(4, "big") + os.urandom(40)
+            peer.sendto(esp, local)
+        time.sleep(0.05)
+        npu._readable(local, gateway)
+    finally:
+        gateway.close()
+        peer.close()
+    sizes = [len(m.items) if isinstance(m, Datagrams) else 1 for _, m in got]
+    kinds = [m.items[0][2][:4] == bytes(4) if isinstance(m, Datagrams) else
+             m.data[:4] == bytes(4) for _, m in got]  # fmt: skip
+    assert {slot for slot, _ in got} == {1} and sum(sizes) == inits + 10
+    assert [s for s, k in zip(sizes, kinds, strict=True) if k] == [IKE_PER_MESSAGE] * 2 + [1]
+    assert [s for s, k in zip(sizes, kinds, strict=True) if not k] == [10]
+    assert isinstance(got[-2][1], Datagram)  # the odd IKE datagram alone

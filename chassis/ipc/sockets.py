@@ -122,8 +122,10 @@ class Channel:
     """One socket. Messages are handed to a handler straight from the loop's reader callback.
 
     No future per message: zmq.asyncio's machinery costs more than the rest of a round
-    trip. ZMQ_FD is edge-triggered, so every wake-up drains the queue, and so does every
-    send (a send can swallow the readable edge of a message that is already queued).
+    trip. ZMQ_FD is edge-triggered, so every wake-up drains the queue, a bounded turn at a
+    time, and every send that finds messages queued schedules such a turn (a send can swallow
+    the readable edge of a message that is already queued). Never a drain without bound from
+    a send: a card answering a flood would answer it forever, its heartbeats waiting.
     """
 
     def __init__(self, node: Node, sock, kind: str) -> None:
@@ -132,6 +134,7 @@ class Channel:
         self._seq = itertools.count(1)
         self._handler = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled = False  # a bounded turn (_readable) is queued on the loop
 
     def envelope(self, msg, *, id: int | None = None, seq: int | None = None) -> Envelope:
         return Envelope(
@@ -163,7 +166,7 @@ class Channel:
             return None
         finally:
             if self._handler is not None and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                self._loop.call_soon(self.pump)
+                self._schedule()
         return env.id
 
     def reply(self, request: Incoming, ok: bool, result=None, error: str = "") -> None:
@@ -207,15 +210,24 @@ class Channel:
         """A bounded batch, then the rest on the next turn: under a flood of datagrams the
         loop's timers (heartbeats) still run in between. The FD is edge-triggered, so what
         is left is picked up by the rescheduled call, not by the reader."""
+        self._scheduled = False
         deadline = time.monotonic() + self.BUDGET_S
         for _ in range(self.BATCH):
+            if self._handler is None:  # closed by a handler
+                return
             inc = self._next()
             if inc is None:
                 return
             self._handler(inc)
             if time.monotonic() > deadline:  # a burst of costly messages (DH, signatures)
                 break
-        self._loop.call_soon(self._readable)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        """One bounded turn on the loop's next pass, however many sends asked for it."""
+        if not self._scheduled and self._handler is not None:
+            self._scheduled = True
+            self._loop.call_soon(self._readable)
 
     def pump(self) -> None:
         """Hand every queued message to the handler (also call it before checking deadlines)."""

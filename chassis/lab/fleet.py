@@ -892,6 +892,19 @@ def make_handler(proc: FleetProcess):
     return Handler
 
 
+def own_session() -> None:
+    """The eNodeBs are the world outside the chassis: a session of their own. The backplane
+    starts the chassis in one session, and with the kernel's autogroups (the default) the
+    scheduler shares the CPUs between sessions first: in the chassis's session the fleet, busy
+    with every eNodeB's DH and signatures, took the cards' share whenever another session used
+    a CPU, and a card handling 4 IKE_SA_INITs (23 ms of CPU) waited 360-700 ms for it, missed
+    its heartbeats and was failed. Still the backplane's child (it dies with it)."""
+    try:
+        os.setsid()
+    except OSError:  # already a session or process-group leader (started by hand)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="chassis.lab.fleet")
     parser.add_argument("--run-dir", required=True)
@@ -901,6 +914,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if os.environ.get("CHASSIS_DEBUG") else logging.INFO,
         format="%(asctime)s lab-fleet %(levelname)s %(message)s",
     )
+    own_session()
     proc = FleetProcess(RunDir(args.run_dir))
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: proc.stop.set())
