@@ -395,3 +395,15 @@ def test_skf_fragment_round_trip(suite):
 def test_decrypt_random_blobs_raises_only_integrity_error(suite, blob):
     with pytest.raises(IntegrityError):
         decrypt_sk(suite, keys_for(suite).outbound(True), b"aad", blob)
+
+
+def test_modp2048_public_value_is_g_to_the_x():
+    # computed by OpenSSL (the exchange with the generator), checked against Python's pow
+    from cards.ike.dh import MODP_2048_P, DiffieHellman
+
+    seed = bytes(range(64))
+    x = int.from_bytes(seed, "big") | (1 << 511)
+    ours = DiffieHellman(DhGroup.MODP_2048, lambda n: seed[:n])
+    assert ours.public == pow(2, x, MODP_2048_P).to_bytes(256, "big")
+    other = DiffieHellman(DhGroup.MODP_2048, lambda n: bytes(reversed(seed))[:n])
+    assert ours.shared(other.public) == other.shared(ours.public)

@@ -38,6 +38,8 @@ MODP_2048_P = int(
 )
 with _ffdh():
     _MODP_PARAMS = dh.DHParameterNumbers(MODP_2048_P, 2)
+    _GENERATOR_NUMBERS = dh.DHPublicNumbers(2, _MODP_PARAMS)
+    _GENERATOR = _GENERATOR_NUMBERS.public_key()
 
 # curve, coordinate size, group order (SEC 2)
 _ECP = {
@@ -80,9 +82,10 @@ class DiffieHellman:
             # A 512-bit exponent: twice the group's ~112-bit strength with a wide margin.
             x = int.from_bytes(rand(64), "big") | (1 << 511)
             with _ffdh():
-                pub = dh.DHPublicNumbers(pow(2, x, MODP_2048_P), _MODP_PARAMS)
-                self._key = dh.DHPrivateNumbers(x, pub).private_key()
-            self.public = pub.y.to_bytes(256, "big")
+                # g^x computed by OpenSSL, as the "shared secret" with the generator for a
+                # peer: a quarter of Python's pow. The key's own public value is not used.
+                self._key = dh.DHPrivateNumbers(x, _GENERATOR_NUMBERS).private_key()
+                self.public = self._key.exchange(_GENERATOR).rjust(256, b"\x00")
         elif self.group == DhGroup.CURVE25519:
             self._key = x25519.X25519PrivateKey.from_private_bytes(rand(32))
             self.public = self._key.public_key().public_bytes_raw()
