@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..const import NotifyType
+from ..errors import Restart
 from ..message import Message, NotifyPayload
 
 
@@ -81,3 +82,14 @@ def derived(config, key, make: Callable[[], object]):
     except KeyError:
         value = values[key] = make()
         return value
+
+
+def retry_with_asked_group(task, ctx: Ctx) -> None:
+    """CREATE_CHILD_SA answered with INVALID_KE_PAYLOAD: retry once with the group the peer
+    asked for, if ``task.offered`` holds it (RFC 7296 1.3); else the refusal stands."""
+    invalid = ctx.notify(NotifyType.INVALID_KE_PAYLOAD)
+    if invalid is not None and not task.ke_retried and len(invalid.data) == 2:
+        group = int.from_bytes(invalid.data)
+        if any(p.dh == group for p in task.offered):
+            task.group, task.ke_retried = group, True
+            raise Restart

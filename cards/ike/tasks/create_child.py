@@ -31,10 +31,10 @@ from ..child import (
 from ..config import ChildPolicy
 from ..const import ExchangeType, NotifyType, PayloadType, ProtocolId
 from ..dh import DiffieHellman, InvalidKeyExchange
-from ..errors import InvalidKePayload, InvalidSyntax, NoProposalChosen, Restart
+from ..errors import InvalidKePayload, InvalidSyntax, NoProposalChosen
 from ..events import ChildRefused
 from ..message import KePayload, NoncePayload, NotifyPayload, SaPayload, TsPayload
-from . import Ctx, Task
+from . import Ctx, Task, retry_with_asked_group
 from .informational import ChildDeleteTask
 
 NONCE_LEN = 32
@@ -100,12 +100,7 @@ class CreateChildTask(Task):
         return policy.ts_local, remote
 
     def process_i(self, sa, ctx: Ctx) -> None:
-        invalid = ctx.notify(NotifyType.INVALID_KE_PAYLOAD)
-        if invalid is not None and not self.ke_retried and len(invalid.data) == 2:
-            group = int.from_bytes(invalid.data)
-            if any(p.dh == group for p in self.offered):
-                self.group, self.ke_retried = group, True
-                raise Restart
+        retry_with_asked_group(self, ctx)
         errors = ctx.errors()
         reply = ctx.first(SaPayload)
         if errors or reply is None:

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from ..const import NotifyType
 from ..dh import DiffieHellman, InvalidKeyExchange
-from ..errors import InvalidKePayload, InvalidSyntax, NoProposalChosen, Restart
+from ..errors import InvalidKePayload, InvalidSyntax, NoProposalChosen
 from ..message import KePayload, NoncePayload, SaPayload
 from ..proposals import accepted, ike_sa_payload, select
-from . import Ctx, Task
+from . import Ctx, Task, retry_with_asked_group
 
 NONCE_LEN = 32
 SPI_LEN = 8
@@ -49,12 +48,7 @@ class IkeRekeyTask(Task):
                          KePayload(self.group, self.dh.public)]  # fmt: skip
 
     def process_i(self, sa, ctx: Ctx) -> None:
-        invalid = ctx.notify(NotifyType.INVALID_KE_PAYLOAD)
-        if invalid is not None and not self.ke_retried and len(invalid.data) == 2:
-            group = int.from_bytes(invalid.data)
-            if any(p.dh == group for p in self.offered):
-                self.group, self.ke_retried = group, True
-                raise Restart
+        retry_with_asked_group(self, ctx)
         reply, nonce, ke = ctx.first(SaPayload), ctx.first(NoncePayload), ctx.first(KePayload)
         sa.ike_rekeying = None
         if ctx.errors() or reply is None or nonce is None or ke is None:
