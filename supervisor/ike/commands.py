@@ -211,6 +211,15 @@ def _map_bind(args: dict, ctx: Any) -> None:
     )
 
 
+def _card_rows(by_card: dict) -> tuple[dict, list[dict], list[int]]:
+    """The cards that answered (slot -> rows), every row tagged with its card, and the slots
+    of the cards that did not answer in time."""
+    silent = sorted(slot for slot, sas in by_card.items() if sas is None)
+    answered = {slot: sas for slot, sas in by_card.items() if sas is not None}
+    rows = [{"card": slot, **row} for slot, sas in sorted(answered.items()) for row in sas]
+    return answered, rows, silent
+
+
 def _show_ikesa(args: dict, ctx: Any) -> Deferred:
     system, summary = ctx.system, "summary" in args
 
@@ -218,9 +227,7 @@ def _show_ikesa(args: dict, ctx: Any) -> Deferred:
         return await system.ike_sas()
 
     def show(by_card: dict) -> Result:
-        silent = sorted(slot for slot, sas in by_card.items() if sas is None)
-        by_card = {slot: sas for slot, sas in by_card.items() if sas is not None}
-        rows = [{"card": slot, **row} for slot, sas in sorted(by_card.items()) for row in sas]
+        by_card, rows, silent = _card_rows(by_card)
         up = sum(1 for r in rows if r["state"] == "ESTABLISHED")
         counts = {
             str(slot): sum(1 for r in sas if r["state"] == "ESTABLISHED")
@@ -260,9 +267,7 @@ def _show_ipsec(args: dict, ctx: Any) -> Deferred:
         return await system.ike_sas("ipsec.sas")
 
     def show(by_card: dict) -> Result:
-        silent = sorted(slot for slot, sas in by_card.items() if sas is None)
-        by_card = {slot: sas for slot, sas in by_card.items() if sas is not None}
-        rows = [{"card": slot, **row} for slot, sas in sorted(by_card.items()) for row in sas]
+        by_card, rows, silent = _card_rows(by_card)
         per_card = {str(slot): len(sas) for slot, sas in sorted(by_card.items())}
         if summary:
             lines = [f"IPsec child SAs: {len(rows)}"]
