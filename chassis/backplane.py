@@ -69,12 +69,36 @@ def endpoints(topology: Topology, run: RunDir) -> dict[str, str]:
     return {n: run.endpoint(n) for n in names}
 
 
-# lab: section key -> process module, in start order (the fleet needs the CA's certificates)
-LAB_PEERS = {"ca": "chassis.lab.ca_server", "fleet": "chassis.lab.fleet"}
+# lab: section key -> process module, in start order (the fleet needs the CA's certificates;
+# the OCSP responder and the CRL publisher answer from the CA's database)
+LAB_PEERS = {
+    "ca": "chassis.lab.ca_server",
+    "ocsp": "chassis.lab.ocsp_server",
+    "crl": "chassis.lab.crl_server",
+    "fleet": "chassis.lab.fleet",
+}
 
 
-def lab_endpoints(topology: Topology) -> dict[str, dict]:
-    """Addresses of the simulated outside world (loopback, kernel-chosen ports)."""
+def _port_again(url: str | None) -> int:
+    """The port of `url` (a previous run's) if it is free again, else a new one: certificates
+    issued before a restart name the lab's OCSP and CRL URLs, which then still answer."""
+    try:
+        port = int(url.split("//")[1].split("/")[0].rsplit(":", 1)[1])
+    except (AttributeError, IndexError, ValueError):
+        return free_tcp_port()
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the peers' servers do
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return free_tcp_port()
+    return port
+
+
+def lab_endpoints(topology: Topology, previous: dict | None = None) -> dict[str, dict]:
+    """Addresses of the simulated outside world (loopback, kernel-chosen ports; the OCSP and
+    CRL peers keep a previous run's ports when they are free)."""
+    previous = previous or {}
     out = {}
     if "ca" in topology.lab:
         conf = topology.lab["ca"] or {}
@@ -86,6 +110,11 @@ def lab_endpoints(topology: Topology) -> dict[str, dict]:
             "admin": f"{base}/admin",
             "psk": str(conf.get("psk", "lab-secret")),
         }
+    if "ocsp" in topology.lab:
+        base = f"http://127.0.0.1:{_port_again((previous.get('ocsp') or {}).get('url'))}"
+        out["ocsp"] = {"url": f"{base}/ocsp", "admin": f"{base}/admin"}
+    if "crl" in topology.lab:
+        out["crl"] = _crl_endpoints(topology.lab["crl"] or {}, previous.get("crl") or {})
     if "fleet" in topology.lab:  # eNodeBs: an admin/status URL and the gateway they dial
         fleet = FleetSettings.from_config(topology.lab["fleet"] or {}, topology.startup_config)
         base = f"http://127.0.0.1:{free_tcp_port()}"
@@ -94,8 +123,67 @@ def lab_endpoints(topology: Topology) -> dict[str, dict]:
     return out
 
 
+def _crl_endpoints(conf, previous: dict) -> dict:
+    from chassis.lab import ldap_directory
+
+    base = f"http://127.0.0.1:{_port_again(previous.get('url'))}"
+    out = {
+        "url": f"{base}/crl/issuing.crl",  # the issuing CA's CRL, DER
+        "pem": f"{base}/crl/issuing.pem",
+        "root": f"{base}/crl/root.crl",  # the root CA's (certificates it signs itself)
+        "file": "file:/usb1/lab-crl/issuing.crl",  # the gateway's view of RUN/usb1/lab-crl/
+        "admin": f"{base}/admin",
+    }
+    if not conf.get("ldap", True):
+        out["ldap_error"] = "off in the topology (lab.crl.ldap: false)"
+    elif ldap_directory.find_slapd() is None:
+        out["ldap_error"] = "slapd is not installed (apt-get install slapd)"
+    else:
+        port = _port_again(previous.get("ldap"))
+        out["ldap"] = ldap_directory.url(port, "issuing")
+        out["ldap_root"] = ldap_directory.url(port, "root")
+    return out
+
+
+def revocation_urls(lab: dict) -> dict:
+    """What the lab CA writes into the certificates it issues (chassis.lab.authority)."""
+    urls: dict = {"ocsp": [], "crl": {}}
+    if "ocsp" in lab:
+        urls["ocsp"].append(lab["ocsp"]["url"])
+    if "crl" in lab:
+        crl = lab["crl"]
+        urls["crl"] = {
+            "intermediate": [crl["url"]] + ([crl["ldap"]] if "ldap" in crl else []),
+            "root": [crl["root"]] + ([crl["ldap_root"]] if "ldap_root" in crl else []),
+        }
+    return urls
+
+
+def write_revocation_urls(run: RunDir, lab: dict) -> None:
+    """RUN/lab/ca/urls.json, read by every process that issues from the lab CA (the CA
+    server, the eNodeB fleet), written before any of them starts."""
+    from chassis.lab.authority import URLS_FILE
+
+    home = run.root / "lab" / "ca"
+    path = home / URLS_FILE
+    if "ca" not in lab:
+        return
+    if "ocsp" not in lab and "crl" not in lab:
+        path.unlink(missing_ok=True)
+        return
+    home.mkdir(parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    atomic_write(path, json.dumps(revocation_urls(lab), indent=1).encode(), 0o644)
+
+
 def prepare(topology: Topology, run: RunDir, netns: str | None = None) -> dict:
     """Create the run directory, keys and manifest (before any process starts)."""
+    previous = {}
+    if run.exists():  # a restart on the same run directory
+        try:
+            previous = run.manifest().get("lab") or {}
+        except (OSError, ValueError):
+            previous = {}
     run.create()
     for name in key_names(topology):
         keyring.ensure_keypair(run.keys, name)
@@ -112,10 +200,11 @@ def prepare(topology: Topology, run: RunDir, netns: str | None = None) -> dict:
         },
         "endpoints": endpoints(topology, run),
         "topology": topology.to_dict(),
-        "lab": lab_endpoints(topology),
+        "lab": lab_endpoints(topology, previous),
         "netns": netns,  # the network namespace the chassis runs in (None: the caller's)
     }
     run.write_json(run.manifest_path, manifest)
+    write_revocation_urls(run, manifest["lab"])
     return manifest
 
 

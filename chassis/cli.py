@@ -231,6 +231,152 @@ def fault_warp(run_dir, days, hours):
     click.echo(f"wall clock now {result['now']} (offset {result['offset']:+.0f} s)")
 
 
+@main.group()
+def lab() -> None:
+    """The simulated world around the gateway: revoke lab certificates, show and set the lab
+    peers (CA, OCSP responder, CRL publisher, eNodeB fleet)."""
+
+
+def certificate_serial(text: str) -> tuple[int, str | None]:
+    """SERIAL (hex, as `show certificate` and `openssl x509 -serial` print it; colons and a
+    0x allowed) or a PEM/DER certificate file -> (serial, subject or None)."""
+    path = Path(text)
+    if path.is_file():
+        from cryptography import x509
+
+        data = path.read_bytes()
+        try:
+            cert = (
+                x509.load_pem_x509_certificate(data)
+                if b"-----BEGIN" in data
+                else x509.load_der_x509_certificate(data)
+            )
+        except ValueError as exc:
+            raise click.BadParameter(f"{text}: not a certificate ({exc})") from None
+        return cert.serial_number, cert.subject.rfc4514_string()
+    digits = text.replace(":", "").removeprefix("0x").removeprefix("0X")
+    try:
+        if not digits:
+            raise ValueError
+        return int(digits, 16), None
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is neither a hex serial number nor a certificate file"
+        ) from None
+
+
+REASONS = (
+    "unspecified", "keyCompromise", "cACompromise", "affiliationChanged", "superseded",
+    "cessationOfOperation", "certificateHold", "privilegeWithdrawn", "aACompromise",
+)  # fmt: skip
+
+
+@lab.command("revoke")
+@click.argument("certificate", metavar="SERIAL|CERT-FILE")
+@click.option("--reason", type=click.Choice(REASONS), default="unspecified", show_default=True,
+              help="CRLReason (RFC 5280).")  # fmt: skip
+@RUN_DIR
+@click.option("--json", "as_json", is_flag=True)
+def lab_revoke(certificate, reason, run_dir, as_json):
+    """Revoke a certificate the lab CA issued: the OCSP responder answers revoked from now on,
+    the CRL publisher publishes a new CRL at once."""
+    serial, subject = certificate_serial(certificate)
+    chassis = open_chassis(run_dir)
+    try:
+        result = chassis.lab_revoke(serial, reason)
+    except (api.ChassisError, TimeoutError) as exc:
+        if subject and "not issued" in str(exc):
+            raise click.ClickException(f"{exc} ({subject})") from None
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+        return
+    state = "revoked" if result["changed"] else "already revoked"
+    click.echo(f"{state}: {result['serial']} ({result['subject']}), {result['reason']} "
+               f"at {result['revoked_at']}")  # fmt: skip
+    for name, crl in (result.get("crl") or {}).items():
+        click.echo(f"CRL {name} #{crl['number']}: {crl['revoked']} revoked, "
+                   f"next update {crl['next_update']}")  # fmt: skip
+    if result.get("crl_error"):
+        click.echo(f"the CRL publisher was not reached: {result['crl_error']}", err=True)
+
+
+def _behaviour_text(report: dict) -> str:
+    b = report.get("behaviour", report)  # the CA's report is flat
+    set_ = [
+        f"{k}={json.dumps(v)}"
+        for k, v in b.items()
+        if k not in ("counts", "pending") and v not in (False, 0, None)
+    ]
+    return ", ".join(set_) or "normal"
+
+
+def render_lab(peers: dict) -> str:
+    lines = []
+    for name, peer in peers.items():
+        state = "running" if peer["pid"] else "stopped"
+        lines.append(f"{name:<6} {state:<8} {peer['pid'] or '-':>7}  {peer['urls'].get('url', '')}")
+        for key, url in peer["urls"].items():
+            if key not in ("url", "admin"):
+                lines.append(f"{'':<6}   {key:<12} {url}")
+        report = peer.get("report")
+        if peer.get("error"):
+            lines.append(f"{'':<6}   admin        not reached: {peer['error']}")
+        if not report or name not in ("ocsp", "crl"):
+            continue
+        lines.append(f"{'':<6}   behaviour    {_behaviour_text(report)}")
+        counts = (report.get("behaviour") or {}).get("counts") or {}
+        if counts:
+            lines.append(
+                f"{'':<6}   counts       " + ", ".join(f"{k} {v}" for k, v in counts.items())
+            )
+        if name == "ocsp":
+            lines.append(f"{'':<6}   signer       {report['signer']}, next update "
+                         f"{report['next_update_s']:g} s, nonce {report['nonce']}")  # fmt: skip
+        else:
+            for ca, crl in report.get("crls", {}).items():
+                lines.append(f"{'':<6}   {ca + ' CRL':<12} #{crl['number']}, {crl['revoked']} "
+                             f"revoked, next update {crl['next_update']}")  # fmt: skip
+            lines.append(f"{'':<6}   ldap         {report['ldap']}")
+    return "\n".join(lines)
+
+
+@lab.command("status")
+@RUN_DIR
+@click.option("--json", "as_json", is_flag=True)
+def lab_status(run_dir, as_json):
+    """The lab peers: process, URLs, behaviours, CRL numbers, counters."""
+    chassis = open_chassis(run_dir)
+    peers = chassis.lab_status()
+    if not peers:
+        raise click.ClickException(f"chassis {chassis.name} has no lab (topology lab:)")
+    click.echo(json.dumps(peers, indent=2) if as_json else render_lab(peers))
+
+
+@lab.command("set")
+@click.argument("peer")
+@click.argument("settings", nargs=-1, required=True, metavar="KEY=VALUE...")
+@RUN_DIR
+def lab_set(peer, settings, run_dir):
+    """Change a lab peer's behaviours at run time, e.g. `chassis lab set ocsp down=true`,
+    `slow=2.5`, `error=tryLater`, `stale=true` (crl: `error=corrupt`, `publish=true`)."""
+    changes = {}
+    for item in settings:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE")
+        try:
+            changes[key] = json.loads(value)
+        except ValueError:
+            changes[key] = value  # a bare word: error=tryLater
+    chassis = open_chassis(run_dir)
+    try:
+        report = chassis.lab_set(peer, changes)
+    except (api.ChassisError, TimeoutError) as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"{peer}: {_behaviour_text(report)}")
+
+
 KEY_POLL_S = 1.0  # `chassis capture --keys`: how often the SAs' keys are gathered
 
 

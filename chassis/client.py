@@ -194,6 +194,70 @@ class Chassis:
                 ).raise_for_status()
         return reply.result
 
+    # --- the lab (chassis/lab): its peers' loopback admin endpoints -----------------------
+
+    def _lab_admin(self, peer: str) -> str:
+        lab = self.manifest.get("lab", {})
+        if "admin" not in lab.get(peer, {}):
+            raise ChassisError(f"chassis {self.name} has no lab {peer} (topology lab: {peer}:)")
+        if self.manifest.get("netns"):
+            raise ChassisError(
+                f"the lab peers run in network namespace {self.manifest['netns']}: their admin "
+                "URLs on its loopback are out of reach from here"
+            )
+        return lab[peer]["admin"]
+
+    def _lab_post(self, url: str, body: dict, timeout: float):
+        import httpx
+
+        try:
+            resp = httpx.post(url, json=body, timeout=timeout, trust_env=False)
+        except httpx.HTTPError as exc:
+            raise ChassisError(f"{url}: {exc or type(exc).__name__}") from None
+        if resp.status_code != 200:
+            raise ChassisError(f"{url}: {resp.text.strip() or resp.status_code}")
+        return resp.json()
+
+    def lab_revoke(self, serial: int, reason: str = "unspecified", timeout: float = 10.0) -> dict:
+        """Revoke a certificate the lab CA issued, through the CA's admin endpoint (the CA's
+        database keeps it). The OCSP responder answers revoked from then on; the CRL publisher,
+        when the lab has one, is told to publish a new CRL at once (result["crl"])."""
+        url = self._lab_admin("ca") + "/revoke"
+        result = self._lab_post(url, {"serial": format(serial, "X"), "reason": reason}, timeout)
+        if "crl" in self.manifest.get("lab", {}):
+            try:
+                result["crl"] = self.lab_set("crl", {"publish": True}, timeout)["crls"]
+            except ChassisError as exc:  # revoked all the same; the publisher sees it later
+                result["crl_error"] = str(exc)
+        return result
+
+    def lab_set(self, peer: str, changes: dict, timeout: float = 10.0) -> dict:
+        """Change a lab peer's behaviours (e.g. {"down": True}, {"slow": 2}); returns its report."""
+        return self._lab_post(self._lab_admin(peer), changes, timeout)
+
+    def lab_status(self, timeout: float = 3.0) -> dict:
+        """Each lab peer's manifest entry (URLs), process id and admin report (or the error
+        that kept it from answering)."""
+        import httpx
+
+        try:
+            running = self.status(timeout).get("lab", {})
+        except (ChassisError, TimeoutError):
+            running = {}
+        out = {}
+        for name, urls in self.manifest.get("lab", {}).items():
+            entry = {"urls": {k: v for k, v in urls.items() if k != "psk"},
+                     "pid": running.get(name, {}).get("pid")}  # fmt: skip
+            if "admin" in urls and not self.manifest.get("netns"):
+                try:
+                    resp = httpx.get(urls["admin"], timeout=timeout, trust_env=False)
+                    resp.raise_for_status()
+                    entry["report"] = resp.json()
+                except (httpx.HTTPError, ValueError) as exc:
+                    entry["error"] = str(exc) or type(exc).__name__
+            out[name] = entry
+        return out
+
     def _backplane_call(self, method: str, args: dict, timeout: float = 5.0):
         if not self.running():
             raise ChassisError(f"chassis {self.name} is not running ({self.run.root})")

@@ -153,6 +153,7 @@ def loads(text: str, source: str = "<string>", base_dir=None) -> Topology:
         r.check_roles(data)
     boot, boot_path = r.startup_config(data, pathlib.Path(base_dir or "."))
     r.check_fleet(data, boot)
+    r.check_revocation_peers(data)
     if r.problems:
         raise TopologyError(r.problems)
     timers = {k.replace("-", "_"): int(v) for k, v in data.get("timers", {}).items()}
@@ -334,6 +335,18 @@ class _Reader:
             # a problem of the whole section points at its key, others at their value
             mark = (self.marks.get(at) if sub else None) or self.key_marks.get(("lab", "fleet"))
             self.problem(mark, at, message)
+
+    def check_revocation_peers(self, data) -> None:
+        """The OCSP responder and the CRL publisher answer for the lab CA: no CA, nothing to
+        answer for."""
+        lab = data.get("lab")
+        if not isinstance(lab, dict) or "ca" in lab:
+            return
+        for peer, what in (("ocsp", "the OCSP responder"), ("crl", "the CRL publisher")):
+            if peer in lab:
+                at = ("lab", peer)
+                self.problem(self.key_marks.get(at), at,
+                             f"{what} answers for the lab CA: add lab.ca too")  # fmt: skip
 
     def startup_config(self, data, base_dir: pathlib.Path) -> tuple[str, str | None]:
         value = data.get("startup-config")

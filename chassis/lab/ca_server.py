@@ -7,6 +7,9 @@
     GET  /admin           behaviours and counters (JSON)
     POST /admin           set behaviours: {"poll": N, "check_after": S, "reject": "badRequest",
                           "error": true, "delay": S, "down": true, "warp": SECONDS}
+    POST /admin/revoke    {"serial": "HEX" or N, "reason": "keyCompromise"}: revoke a certificate
+                          the lab CA issued (from any lab process: the database is read again);
+                          the OCSP responder and the CRL publisher see it in the database
 
 "down" closes every CMP connection without an answer; "delay" answers late; "warp"
 moves the lab's wall clock (the chassis's warp drills move both).
@@ -80,7 +83,36 @@ def make_handler(responder: Responder, behaviour: Behaviour, clock: Clock, autho
                 return None
             return self.rfile.read(length)
 
+        def _revoke(self) -> None:
+            body = self._body()
+            if body is None:
+                return
+            try:
+                ask = json.loads(body)
+                serial = ask["serial"]
+                serial = int(serial, 16) if isinstance(serial, str) else serial
+                if isinstance(serial, bool) or not isinstance(serial, int):
+                    raise ValueError("serial must be a hex string or an integer")
+                reason = ask.get("reason") or "unspecified"
+                with lock:
+                    changed = authority.revoke(serial, reason)
+                    entry = authority.db.get(serial)
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                self._send(400, f"bad revocation: {exc}\n".encode(), "text/plain")
+                return
+            if entry is None:
+                text = f"serial {serial:X} was not issued by the lab CA\n"
+                self._send(404, text.encode(), "text/plain")
+                return
+            if changed:
+                log.info("revoked %X (%s): %s", serial, entry.subject, entry.reason)
+            answer = {**vars(entry), "serial": f"{serial:X}", "changed": changed}
+            self._send(200, json.dumps(answer).encode(), "application/json")
+
         def do_POST(self):
+            if self.path == "/admin/revoke":
+                self._revoke()
+                return
             if self.path == "/admin":
                 body = self._body()
                 if body is None:
