@@ -23,11 +23,13 @@ from cryptography import x509
 
 from cards import templates
 from cards.credentials import Credentials
+from cards.crls import CrlStore
 from cards.dataplane import DataPlane
 from cards.ike import config as ikecfg
 from cards.ike.const import DhGroup, Encr, Integ, Prf, TsType
 from cards.ike.engine import Endpoint
 from cards.ike.events import IkeRekeyed
+from cards.pki.revocation import Policy
 from cards.pools import AddressPool, Pools
 from cards.spi import make_spi
 
@@ -133,7 +135,23 @@ def settings(block: dict, ctx: dict, initiator: bool) -> dict:
         "dpd_retry_s": float(dpd.get("retry-interval", 2)),
         "dpd_max_retries": int(dpd.get("maximum-retry", 3)),
         "hash_and_url": "allow-cert-enc" in block,
+        "revocation": revocation_policy(block),
     }
+
+
+def revocation_policy(block: dict) -> Policy | None:
+    """`ocsp [nonce]`, `ocsp responder-address URL`, `ca-crl list ...` and the check's
+    timer, from a crypto template or map (None: no revocation checking)."""
+    ocsp, crls = block.get("ocsp"), tuple(block.get("ca-crl-list") or ())
+    if not ocsp and not crls:
+        return None
+    return Policy(
+        ocsp=bool(ocsp),
+        nonce=bool(ocsp and ocsp.get("nonce")),
+        responder=block.get("ocsp-responder-address"),
+        crls=crls,
+        timeout_s=float(block.get("revocation-setup-timer", 2)),
+    )
 
 
 def address_pools(names: list[str], ctx: dict, share: dict) -> Pools | None:
@@ -178,6 +196,7 @@ class Gateway:
         self.owned: set[str] = set()  # crypto maps the supervisor asked this card to initiate
         self.dp = DataPlane(rand)  # ESP of every child of every endpoint
         self.sinks: dict[tuple[str, int], tuple[bool, dict]] = {}  # local -> (echo, limits)
+        self.crls = CrlStore()  # the card's CRLs: the runner puts in its own, kept up to date
 
     def configure(self, tree: dict, credentials: Credentials, share: dict | None = None) -> None:
         """(Re)build the endpoints whose service, map, template or credentials changed.
@@ -255,6 +274,7 @@ class Gateway:
             ),
             **settings(block, ctx, initiator),
             own_cert_url=own.get("hash_url") if "allow-cert-enc" in block else None,
+            crl_store=self.crls,
             addresses=address_pools(block.get("pools", []), ctx, share),
         )
 
@@ -307,6 +327,16 @@ class Gateway:
         for local, endpoint in self.endpoints.items():
             if my_spi in endpoint.sas:
                 return self._track(local, endpoint.resolve(my_spi, url, data, now))
+        return []
+
+    def revocation_answer(self, my_spi: bytes, kind: str, url: str, body: bytes | None,
+                          error: str | None, now: float) -> list:  # fmt: skip
+        """An OCSP answer or a CRL fetch result for an IKE_AUTH waiting on it."""
+        for local, endpoint in self.endpoints.items():
+            if my_spi in endpoint.sas:
+                return self._track(
+                    local, endpoint.revocation_answer(my_spi, kind, url, body, error, now)
+                )
         return []
 
     # ------------------------------------------------------------------ the data plane

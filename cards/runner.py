@@ -20,8 +20,9 @@ import signal
 import sys
 from collections import Counter
 
-from cards import templates
+from cards import http1, templates
 from cards.credentials import Credentials
+from cards.crls import CrlEntry, CrlStore
 from chassis.clock import MonotonicClock
 from chassis.ipc import keys as keyring
 from chassis.ipc.clone import Outcome, Replica
@@ -45,6 +46,7 @@ from chassis.ipc.rundir import RunDir
 from chassis.ipc.sockets import Channel, Incoming, Node
 
 log = logging.getLogger("card")
+OCSP_MAX_BYTES = 64 * 1024  # an OCSP answer larger than this is refused (an error: CRL next)
 
 
 class Card:
@@ -64,6 +66,8 @@ class Card:
         self.credentials.pushed = self.cred_replica.entries
         self.template_status: dict[str, str] = {}
         self.loading_gateway = False
+        self.crls = CrlStore()  # the CRLs from the management card, by name and by URL
+        self.crl_fetches: dict[str, asyncio.Future] = {}  # CDP URL -> the request in flight
         self.owned_maps: list[str] = []  # crypto maps the supervisor has this card initiate
         self.gateway = None  # built when a service is bound: the IKE modules take 0.1 s to load
         self.counters: Counter[str] = Counter()
@@ -278,11 +282,14 @@ class Card:
         from cards.ike.child import describe_ts
         from cards.ike.events import (
             AuthFailed,
+            CheckOcsp,
             ChildEstablished,
             ChildRefused,
             Established,
             FetchCertificate,
+            FetchCrl,
             IkeRekeyed,
+            RevocationChecked,
             Send,
         )
 
@@ -319,6 +326,14 @@ class Card:
                          out.spi_r.hex(), out.new_spi_i.hex(), out.new_spi_r.hex())  # fmt: skip
             elif isinstance(out, FetchCertificate):
                 self._spawn(self._fetch_certificate(out))
+            elif isinstance(out, CheckOcsp):
+                self._spawn(self._check_ocsp(out))
+            elif isinstance(out, FetchCrl):
+                self._spawn(self._fetch_crl(out))
+            elif isinstance(out, RevocationChecked):
+                level = logging.INFO if out.ok else logging.WARNING
+                verdict = "not revoked" if out.ok else "REFUSED"
+                log.log(level, "revocation of %s: %s: %s", out.subject, verdict, out.reason)
             elif isinstance(out, ChildRefused):
                 log.warning("CHILD_SA of IKE SA %s refused: %s", out.spi_i.hex(), out.reason)
             else:
@@ -326,6 +341,7 @@ class Card:
 
     def check_templates(self, force: bool = False) -> None:
         """Re-evaluate which crypto templates this card can serve; log and report changes."""
+        self._sync_crls()
         status = templates.readiness(self.config.get("config", {}), self.credentials)
         tree = self.config.get("config", {})
         if self.gateway is None and any(
@@ -355,16 +371,81 @@ class Card:
         ``timeout_s`` in all; the engine checks its SHA-1. A failure fails the IKE_AUTH."""
         data = None
         try:
-            if not req.url.startswith("http://"):
-                raise ValueError("only http:// URLs (RFC 7296 3.6)")
-            httpx = await asyncio.to_thread(importlib.import_module, "httpx")
-            data = await asyncio.wait_for(_http_get(httpx, req.url, req.max_bytes), req.timeout_s)
-        except (TimeoutError, ValueError, OSError, ImportError) as exc:
-            log.warning("hash and URL: %s: %s", req.url, exc or type(exc).__name__)
-        except Exception as exc:  # httpx errors: the peer's URL, not our bug
-            log.warning("hash and URL: %s: %s: %s", req.url, type(exc).__name__, exc)
+            data = await asyncio.wait_for(
+                http1.exchange("GET", req.url, max_bytes=req.max_bytes), req.timeout_s
+            )
+        except TimeoutError:
+            log.warning("hash and URL: %s: no answer within %g s", req.url, req.timeout_s)
+        except http1.HttpError as exc:
+            log.warning("hash and URL: %s: %s", req.url, exc)
         if self.gateway is not None:
             self._ike(self.gateway.resolve(req.my_spi, req.url, data, self.mono.now()))
+
+    async def _check_ocsp(self, req) -> None:
+        """POST an OCSP request on a connection of its own, closed after the answer or when
+        the template's timer runs out; the engine checks the answer (cards/pki/ocsp.py)."""
+        body, error = None, None
+        post = http1.exchange("POST", req.url, body=req.request, max_bytes=OCSP_MAX_BYTES,
+                              content_type="application/ocsp-request")  # fmt: skip
+        try:
+            body = await asyncio.wait_for(post, req.timeout_s)
+        except TimeoutError:
+            error = f"no answer within {req.timeout_s:g} s"
+        except http1.HttpError as exc:
+            error = str(exc)
+        if error:
+            log.warning("OCSP %s: %s", req.url, error)
+        if self.gateway is not None:
+            outs = self.gateway.revocation_answer(req.my_spi, "ocsp", req.url, body, error,
+                                                  self.mono.now())  # fmt: skip
+            self._ike(outs)
+
+    async def _fetch_crl(self, req) -> None:
+        """A CRL from a certificate's CDP: the management card fetches, verifies and indexes
+        it (and sends it to every card); one request per URL however many tunnels wait."""
+        waiting = self.crl_fetches.get(req.url)
+        if waiting is None:
+            waiting = self.crl_fetches[req.url] = asyncio.ensure_future(self._ask_crl(req))
+            waiting.add_done_callback(lambda _f, u=req.url: self.crl_fetches.pop(u, None))
+        error = await asyncio.shield(waiting)
+        if self.gateway is not None:
+            outs = self.gateway.revocation_answer(req.my_spi, "crl", req.url, None, error,
+                                                  self.mono.now())  # fmt: skip
+            self._ike(outs)
+
+    async def _ask_crl(self, req) -> str | None:
+        try:
+            entry = await self.pending.call(
+                self.ctl, Request("crl-fetch", {"url": req.url, "issuer": req.issuer}),
+                timeout=req.timeout_s,
+            )  # fmt: skip
+        except TimeoutError:
+            return f"no CRL from the management card within {req.timeout_s:g} s"
+        except RpcError as exc:
+            return str(exc)
+        self._install_crl(entry)
+        return entry.get("error")
+
+    def _install_crl(self, wire: dict) -> None:
+        try:
+            self.crls.put(CrlEntry.from_wire(wire))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("CRL %s not installed: %s", wire.get("url"), exc)
+
+    def _sync_crls(self) -> None:
+        """The CRLs in the configuration stream (``crl:`` keys) into the card's CrlStore."""
+        entries = self.replica.entries
+        names = set()
+        for key, value in entries.items():
+            if key.startswith("crl:") and isinstance(value, dict):
+                if value.get("name") is not None:
+                    names.add(value["name"])
+                held = (self.crls.by_name.get(value["name"]) if value.get("name") is not None
+                        else self.crls.by_url.get(value.get("url")))  # fmt: skip
+                if held is None or held.version != value.get("version"):
+                    self._install_crl(value)
+        for name in set(self.crls.by_name) - names:
+            self.crls.remove_name(name)
 
     async def _load_gateway(self) -> None:
         """Import the IKE engine (0.1-0.3 s of CPU) in a thread: the event loop keeps sending
@@ -375,6 +456,7 @@ class Card:
         self.gateway = module.Gateway(
             self.slot, os.urandom, lambda: datetime.datetime.now(datetime.UTC), cookie
         )
+        self.gateway.crls = self.crls
         self.gateway.owned = set(self.owned_maps)
         self.check_templates(force=True)
 
@@ -413,19 +495,6 @@ class Card:
             if due is not None and due <= self.mono.now():
                 self._ike(self.gateway.handle_timer(self.mono.now()))
             await asyncio.sleep(self.interval)
-
-
-async def _http_get(httpx, url: str, max_bytes: int) -> bytes:
-    async with httpx.AsyncClient(follow_redirects=False) as client:
-        async with client.stream("GET", url) as resp:
-            if resp.status_code != 200:
-                raise ValueError(f"HTTP {resp.status_code}")
-            body = bytearray()
-            async for chunk in resp.aiter_bytes():
-                body += chunk
-                if len(body) > max_bytes:
-                    raise ValueError(f"more than {max_bytes} bytes")
-            return bytes(body)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -43,9 +43,10 @@ from chassis.ipc.sockets import Channel, Incoming, Node
 from supervisor.cards import MANAGEMENT, CardManager
 from supervisor.certificates import Certificates
 from supervisor.cli import CommandFailure, Engine
+from supervisor.crls import CrlService
 from supervisor.fanout import STREAMS, Fanout
 from supervisor.ike import commands as ike_commands
-from supervisor.pki import cmp_commands
+from supervisor.pki import cmp_commands, crl_commands
 from supervisor.pki import commands as pki_commands
 from supervisor.pki.enrollment import CmpService
 from supervisor.pki.service import PkiService
@@ -127,6 +128,9 @@ class System:
     def propagation(self) -> list[float]:
         return list(self.sup.fanout.propagation)
 
+    def crl_report(self, name: str | None) -> list[dict]:
+        return self.sup.crls.report(name)
+
     @property
     def cmp(self) -> CmpService:
         return self.sup.certs.cmp
@@ -152,6 +156,8 @@ class Supervisor:
         self.platform = self.manifest["platform"]
         self.workers = Workers()
         self.certs = Certificates(self)
+        self.crls = CrlService(self)
+        self.crl_refresh: asyncio.Task | None = None
         self.template_status: dict[int, dict] = {}  # slot -> crypto template -> ready / why not
         self.card_counters: dict[int, dict] = {}
         self.npu_binds: list[dict] = []
@@ -161,7 +167,12 @@ class Supervisor:
         self.services: list[dict] = []  # bound wsg-services: address, port, context/template
         self.engine = Engine(
             System(self),
-            plugins=[pki_commands.register, cmp_commands.register, ike_commands.register],
+            plugins=[
+                pki_commands.register,
+                cmp_commands.register,
+                ike_commands.register,
+                crl_commands.register,
+            ],  # fmt: skip
         )
         self.published_version = -1
         self.sessions: dict[str, object] = {}
@@ -285,6 +296,8 @@ class Supervisor:
                 self.cards.on_ack(slot, msg.seq)
         elif isinstance(msg, Request) and msg.method == "ping":
             self.ctl.reply(inc, True, msg.args)
+        elif isinstance(msg, Request) and msg.method == "crl-fetch":
+            self._spawn(self._crl_fetch(inc, msg.args))
         elif isinstance(msg, Request) and msg.method == "cred-fetch":
             try:
                 self.ctl.reply(inc, True, self.certs.fetch_bundle(slot, msg.args))
@@ -292,6 +305,13 @@ class Supervisor:
                 self.ctl.reply(inc, False, error=exc.message)
         else:
             self.ctl.send(Error(env.id, f"supervisor does not handle {env.type}"), to=inc.peer)
+
+    async def _crl_fetch(self, inc: Incoming, args: dict) -> None:
+        """A card needs the CRL of a certificate's CDP: one fetch per URL, shared."""
+        try:
+            self.ctl.reply(inc, True, await self.crls.fetch_for_card(args))
+        except (KeyError, TypeError, ValueError) as exc:
+            self.ctl.reply(inc, False, error=f"bad crl-fetch request: {exc}")
 
     def _publish(self, slot: int, update: Update, seq: int) -> None:
         self.pub.send(update, topic=card_topic(slot), seq=seq)
@@ -304,6 +324,7 @@ class Supervisor:
             return
         self.published_version = self.engine.version
         projection = self.engine.projection()
+        self.crls.sync(projection["config"])
         for index, slot in enumerate(sorted(self.packet_slots)):
             self.fanout.set_config(slot, "config", projection)
             # each card hands out its own share of every IP pool (cards/pools.py)
@@ -409,6 +430,8 @@ class Supervisor:
                     self.certs.expiry_check()
                 except Exception:  # a bad certificate must not stop the heartbeats
                     log.exception("certificate expiry check")
+                if self.crl_refresh is None or self.crl_refresh.done():
+                    self.crl_refresh = self._spawn(self.crls.refresh())
             if self.cards.take_changed():
                 self.bp.send(CardStates(self.cards.states()))
 
@@ -457,6 +480,7 @@ class Supervisor:
         if self.ctl is None:  # still booting: the first sync follows the binds
             return
         self.sync_credentials()
+        self.crls.credentials_changed(self.engine.projection()["config"])
         if self.platform == "asr9000":
             self.certs.auto_fetch()
 

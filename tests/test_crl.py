@@ -302,21 +302,16 @@ def test_index_bucket_table_is_checked():
         CrlIndex(shifted, check_order=True)
 
 
-def test_index_lookup_in_a_large_index_is_fast():
+def test_index_lookup_in_a_large_index():
+    """Members and non-members of a 200,000-entry index (speed: bench_crl.py)."""
     import random
-    import time
 
     rng = random.Random(7)
     serials = [rng.getrandbits(128) for _ in range(200_000)]
     index = CrlIndex(crl_index.build(serials))
-    probes = serials[:2000] + [rng.getrandbits(128) for _ in range(2000)]
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        hits = sum(1 for s in probes if s in index)
-        best = min(best, (time.perf_counter() - start) / len(probes))
-    assert hits == 2000
-    assert best < 20e-6  # ~1 us on a quiet machine; generous for a busy CI
+    members, strangers = serials[:2000], [rng.getrandbits(128) | 1 << 130 for _ in range(2000)]
+    assert all(s in index for s in members) and not any(s in index for s in strangers)
+    assert len(index) == len(set(serials))
 
 
 # ---------------------------------------------------------------- verify_and_index
@@ -334,6 +329,7 @@ def test_verify_and_index_der_and_pem():
         assert meta == {
             "issuer": cert.subject.public_bytes(),
             "issuer_key_sha1": meta["issuer_key_sha1"],
+            "issuer_text": cert.subject.rfc4514_string(),
             "this_update": T0 - 60,
             "next_update": T0 + DAY,
             "number": None,

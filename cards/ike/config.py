@@ -186,6 +186,10 @@ class IkeConfig:
     dpd_retry_s: float = 2.0
     dpd_max_retries: int = 3
     ike_rekey: bool = False  # `ikev2-ikesa rekey`: rekey at 90% (else deleted at the end)
+    # Revocation of the peer's certificate (`ocsp [nonce]`, `ca-crl list`): the policy, and
+    # the card's CRLs (shared by every endpoint, updated as the management card sends them).
+    revocation: object | None = None  # cards.pki.revocation.Policy
+    crl_store: object | None = None  # cards.pki.revocation.CrlStore
 
     def identity(self) -> tuple[IdType, bytes]:
         """Our ID payload: configured, else the certificate's first DNS SAN, else its DN."""

@@ -124,6 +124,12 @@ class Endpoint:
         sa = self.sas.get(spi)
         return self._guard(sa, sa.resolve, url, data, now) if sa else []
 
+    def revocation_answer(self, spi: bytes, kind: str, url: str, body: bytes | None,
+                          error: str | None, now: float) -> list[Out]:  # fmt: skip
+        """An answer to a CheckOcsp ("ocsp": the body) or FetchCrl ("crl") event."""
+        sa = self.sas.get(spi)
+        return self._guard(sa, sa.revocation_answer, kind, url, body, error, now) if sa else []
+
     def check_liveness(self, spi: bytes, now: float) -> list[Out]:
         sa = self.sas.get(spi)
         return (

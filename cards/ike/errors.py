@@ -61,3 +61,8 @@ def _name(notify: int) -> str:
         return NotifyType(notify).name
     except ValueError:
         return f"notify {notify}"
+
+
+class Suspended(Exception):
+    """The request cannot be answered yet (a revocation source is being asked): the SA
+    parks it, and processes it again from the start once the answers are in."""

@@ -70,6 +70,40 @@ class FetchCertificate(Event):
 
 
 @dataclass(frozen=True)
+class CheckOcsp(Event):
+    """IKE_AUTH waits for the peer certificate's OCSP status: the runner POSTs ``request``
+    (DER) to ``url`` on a connection of its own, bounded by ``timeout_s``, and hands the
+    answer to ``Endpoint.revocation_answer``."""
+
+    my_spi: bytes
+    url: str
+    request: bytes
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class FetchCrl(Event):
+    """IKE_AUTH waits for a CRL learned from the certificate's CDP: the runner asks the
+    management card to fetch ``url`` (verified with ``issuer``, DER) and answers
+    ``Endpoint.revocation_answer`` once the CRL is on this card."""
+
+    my_spi: bytes
+    url: str
+    issuer: bytes
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class RevocationChecked(Event):
+    """A peer certificate's revocation verdict, with the answers of every source asked."""
+
+    my_spi: bytes
+    subject: str
+    ok: bool
+    reason: str
+
+
+@dataclass(frozen=True)
 class Retransmit(Event):
     spi_i: bytes
     spi_r: bytes

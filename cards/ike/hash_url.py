@@ -52,9 +52,5 @@ class HashAndUrl:
         self.fetched[url] = bytes(data) if data is not None else None
         self.pending_fetches.discard(url)
         if not self.pending_fetches:
-            (msg, payloads, out), self.parked = self.parked, None
             self.pending_fetches = NO_FETCHES
-            if msg.is_response:
-                self._process_response(out, msg, payloads, self.now)
-            else:
-                self._answer(msg, payloads)
+            self._resume()

@@ -28,7 +28,7 @@ from .crypto import (
     derive_ike_keys,
     skeyseed,
 )
-from .errors import IkeError, PeerRefused, Restart
+from .errors import IkeError, PeerRefused, Restart, Suspended
 from .events import (
     Addr,
     Alive,
@@ -51,6 +51,7 @@ from .message import (
     SkfPayload,
 )
 from .proposals import proposal_name, shared_suite
+from .revocation import RevocationWait
 from .states import ANSWERS, SETUP_STATES, TRANSITIONS, State, Trigger, X  # noqa: F401
 from .tasks import Ctx, Task
 from .tasks.auth import AuthTask
@@ -86,7 +87,7 @@ def _digest(request: bytes) -> bytes:
     return hashlib.sha256(request).digest()
 
 
-class IkeSa(Lifecycle, HashAndUrl, Wire):
+class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
     # A card holds many of these (and restores them from checkpoints), so the attributes set
     # in __init__ live in slots, not in a per-instance dict (about 1.5 KB less per SA). List a
     # new attribute here: one that is not still works ("__dict__"), but brings the dict back.
@@ -99,7 +100,7 @@ class IkeSa(Lifecycle, HashAndUrl, Wire):
         "ike_rekey_at", "last_heard", "fragmenting", "reassembly", "first_fragment",
         "ike_expire_at", "children", "new_esp_spi", "_out", "_setup", "now", "mcsa_at",
         "replacing", "assigned", "virtual_ips", "no_child", "peer_http_lookup", "fetched",
-        "parked", "pending_fetches", "__dict__",
+        "parked", "pending_fetches", "revocation", "revocation_deadline", "__dict__",
     )  # fmt: skip
 
     def __init__(self, config: IkeConfig, rand: Callable[[int], bytes], *, initiator: bool,
@@ -142,6 +143,8 @@ class IkeSa(Lifecycle, HashAndUrl, Wire):
         self.fetched: dict[str, bytes | None] | None = None  # Hash and URL: url -> DER
         self.parked = None  # (request, payloads) waiting for those fetches
         self.pending_fetches: set[str] | frozenset[str] = NO_FETCHES
+        self.revocation = None  # the peer certificate's revocation check (RevocationCheck)
+        self.revocation_deadline: float | None = None  # when its current wait gives up
         self.fragmenting = False  # both sides sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383)
         self.reassembly: dict | None = None  # the fragments of the message being received
         self.first_fragment = b""  # fragment 1 of the request just reassembled
@@ -294,7 +297,7 @@ class IkeSa(Lifecycle, HashAndUrl, Wire):
         if self.state is S.DEAD:
             return None
         times = [self.setup_deadline, self.outstanding.deadline if self.outstanding else None,
-                 self.mcsa_at]  # fmt: skip
+                 self.mcsa_at, self.revocation_deadline]  # fmt: skip
         if self.pending and self.outstanding is None and self.state is S.ESTABLISHED:
             times.append(self.now)  # queued exchanges (handed over by a rekey): send them
         if self.state is S.ESTABLISHED:
@@ -365,6 +368,9 @@ class IkeSa(Lifecycle, HashAndUrl, Wire):
                 task.process_i(self, Ctx(out.exchange, payloads, msg))
         except Restart:
             self.pending.insert(0, (out.exchange, out.tasks))
+        except Suspended:  # a revocation source is being asked: processed again later
+            self.parked = (msg, payloads, out)
+            return
         except IkeError as exc:
             if out.exchange == X.IKE_AUTH and not isinstance(exc, PeerRefused):
                 self._notify_auth_failed()
@@ -383,6 +389,8 @@ class IkeSa(Lifecycle, HashAndUrl, Wire):
         self._send(data, self.local, self.peer)
 
     def _on_timer(self, now: float) -> None:
+        if self._revocation_timer(now):
+            return
         if self.setup_deadline is not None and now >= self.setup_deadline:
             self.fail("IKE SA setup timed out")
             return
@@ -435,6 +443,14 @@ class IkeSa(Lifecycle, HashAndUrl, Wire):
             return
         self._answer(msg, payloads)
 
+    def _resume(self) -> None:
+        """Process the parked request or response again, now that what it waited for is in."""
+        (msg, payloads, out), self.parked = self.parked, None
+        if msg.is_response:
+            self._process_response(out, msg, payloads, self.now)
+        else:
+            self._answer(msg, payloads)
+
     def _passive(self, exchange: int, payloads) -> list[Task]:
         """The responder's tasks for a request; setup tasks share state across exchanges."""
         if exchange in (X.IKE_SA_INIT, X.IKE_AUTH):
@@ -463,6 +479,9 @@ class IkeSa(Lifecycle, HashAndUrl, Wire):
                     task.process_r(self, Ctx(exchange, payloads, msg))
                 for task in tasks:
                     task.build_r(self, reply)
+            except Suspended:  # a revocation source is being asked: answered later
+                self.parked = (msg, payloads, None)
+                return
             except IkeError as exc:
                 error = exc
         if error is not None:

@@ -14,6 +14,9 @@
         ikev2-ikesa rekey [ disallow-param-change ]       (rekey at ~90% of the lifetime)
         dpd interval N [ retry-interval R ] [ maximum-retry M ]    (unconfirmed form)
         allow-cert-enc cert-hash-url                      (confirmed, S1)
+        ocsp [ nonce ]     ocsp responder-address URL     (reference keywords; unconfirmed form)
+        ca-crl list ca-crl-name CRL [ ca-crl-name CRL ]... (confirmed, S5)
+        revocation setup-timer SECONDS                    (ours: per OCSP answer or CRL fetch)
         ipsec sink { count | echo }                       (ours: decrypted packets)
     test ipsec traffic spi SPI [ count N ] [ size BYTES ] (exec, ours: inner UDP to the peer)
         max-childsa N [ overload-action { ignore | terminate } ]
@@ -92,7 +95,40 @@ HELP = {
     "pool": "An address pool for the eNodeBs' inner addresses",
     "prefix": "The pool's IPv6 prefix (X:X::X:X/N)",
     "ip": "IP settings",
+    "ocsp": "Check the peer's certificate with OCSP (RFC 6960)",
+    "nonce": "Send a nonce and require the responder to echo it",
+    "responder-address": "Ask this responder instead of the certificate's AIA URL",
+    "ca-crl": "CRLs the peer's certificate is checked against",
+    "ca-crl-name": "A configured ca-crl",
+    "revocation": "Revocation checking of the peer's certificate",
 }
+# An IKE_AUTH waits for at most one OCSP answer and one CRL fetch, each bounded by the
+# revocation setup timer: both must fit in the IKE SA setup timer with room to spare.
+REVOCATION_TIMER_MAX = 10
+
+
+def _crl_list(args: dict, ctx: Any) -> None:
+    names = args["crl"]
+    if len(set(names)) != len(names):
+        raise CommandFailure("a ca-crl is listed twice")
+    root = ctx.block.parent.parent
+    missing = [n for n in names if root.get("ca-crl", n) is None]
+    if missing:  # the reference: the CRL must already exist
+        raise CommandFailure(
+            f"ca-crl {missing[0]} is not configured (ca-crl name {missing[0]} ...)"
+        )
+    SetLine("ca-crl-list", data=lambda a: list(names))(args, ctx)
+
+
+def _revocation_timer(args: dict, ctx: Any) -> None:
+    setup = ctx.block.get("ikesa-setup-timer")
+    limit = int(setup.data) if setup is not None else 30
+    if 2 * args["value"] >= limit:
+        raise CommandFailure(
+            f"revocation setup-timer {args['value']} s: an OCSP answer and a CRL fetch must "
+            f"fit in the IKE SA setup timer ({limit} s); use at most {(limit - 1) // 2} s"
+        )
+    SetLine("revocation-setup-timer", data=lambda a: a["value"])(args, ctx)
 
 
 def _tset_line(field: str):
@@ -460,6 +496,36 @@ def register(g: Grammar) -> None:
         "allow-cert-enc cert-hash-url",
         SetLine("allow-cert-enc", data=lambda a: "cert-hash-url"),
         no="allow-cert-enc cert-hash-url",
+        help=HELP,
+    )
+    g.command(
+        POLICY_MODES,
+        "ocsp [ nonce ]",
+        SetLine("ocsp", data=lambda a: {"nonce": "nonce" in a}),
+        no="ocsp",
+        help=HELP,
+    )
+    g.command(
+        POLICY_MODES,
+        "ocsp responder-address <url:URL>",
+        SetLine("ocsp-responder-address", data=lambda a: a["url"]),
+        no="ocsp responder-address",
+        help=HELP,
+    )
+    g.command(
+        POLICY_MODES,
+        "ca-crl list ca-crl-name <crl:NAME(1-129)> [ ca-crl-name <crl:NAME(1-129)> ]...",
+        _crl_list,
+        no="ca-crl",
+        no_handler=lambda a, ctx: SetLine("ca-crl-list").remove(a, ctx),
+        help=HELP,
+    )
+    g.command(
+        POLICY_MODES,
+        f"revocation setup-timer <value:INT(1-{REVOCATION_TIMER_MAX})>",
+        _revocation_timer,
+        no="revocation setup-timer",
+        no_handler=lambda a, ctx: SetLine("revocation-setup-timer").remove(a, ctx),
         help=HELP,
     )
     g.command(

@@ -92,6 +92,7 @@ def verify_and_index(body: bytes, encoding: str | None, issuers: list[bytes], no
     return {
         "issuer": der[parts["issuer"][0] : parts["issuer"][1]],
         "issuer_key_sha1": x509.SubjectKeyIdentifier.from_public_key(issuer.public_key()).digest,
+        "issuer_text": issuer.subject.rfc4514_string(),
         "this_update": this_update,
         "next_update": next_update,
         "number": number.crl_number if number else None,

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from cards.pki import ChainError, _der, chain_to_send, identity_matches, validate_peer
+from cards.pki.revocation import own_revoked
 
 from ..auth import _default_hash
 from ..const import AuthMethod, CertEncoding, IdType, NotifyType, PayloadType
@@ -48,6 +49,12 @@ class AuthTask(Task):
 
 def _own(sa, id_ptype: int) -> list:
     cfg = sa.config
+    store = cfg.crl_store
+    if store is not None and (store.by_url or store.by_name):  # RFC 5280: do not present a
+        revoked = derived(cfg, ("own_revoked", store.generation),  # revoked certificate
+                          lambda: own_revoked(cfg.credentials.cert, store, sa.wall_clock().timestamp()))  # fmt: skip
+        if revoked:
+            raise AuthenticationFailure(revoked)
     id_type, id_data = derived(cfg, "identity", cfg.identity)
     idp = IdPayload(id_type, id_data, id_ptype)
     ders = _chain_ders(cfg, sa.peer_certreq)
@@ -148,6 +155,9 @@ def _verify(sa, ctx: Ctx, id_ptype: int) -> None:
         verify_auth(valid.leaf.public_key(), auth.method, auth.data, octets, cfg.hash_algorithms)
     except (AuthenticationFailed, ValueError, TypeError) as exc:
         raise AuthenticationFailure(f"AUTH: {exc}") from None
+    # Only now, with the chain verified to an anchor and the peer holding its key, may a
+    # revocation source be asked (it may suspend this exchange: cards/ike/revocation.py).
+    sa.check_revocation(valid)
     sa.peer_id = describe_id(idp)
     sa.peer_cert_subject = valid.leaf.subject.rfc4514_string()
 
