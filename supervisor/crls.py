@@ -100,13 +100,15 @@ class CrlService:
                     issuers = issuers if issuers is not None else self._issuers()
                     self.sup._spawn(self.cache.need(url, issuers))
 
+    def refetch(self, name: str) -> None:
+        """`ca-crl name` entered again with the same values: fetch it now. A new or changed
+        line is fetched by sync() when the configuration is published."""
+        if self._cache is not None:
+            self.cache.fetch_now(name)
+
     # --- fan-out --------------------------------------------------------------------
     def _on_update(self, entry) -> None:
         wire = self.wire(entry)
-        if entry.meta is not None:
-            meta = entry.meta
-            log.info("CRL %s v%d: %d entries, next update %s", entry.name or entry.url,
-                     entry.version, meta["count"], meta.get("next_update"))  # fmt: skip
         self._send(stream_key(entry.name, entry.url), wire)
 
     def _send(self, key: str, wire: dict | None) -> None:

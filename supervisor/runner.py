@@ -131,6 +131,9 @@ class System:
     def crl_report(self, name: str | None) -> list[dict]:
         return self.sup.crls.report(name)
 
+    def crl_refetch(self, name: str) -> None:
+        self.sup.crls.refetch(name)
+
     @property
     def cmp(self) -> CmpService:
         return self.sup.certs.cmp

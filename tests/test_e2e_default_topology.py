@@ -185,8 +185,9 @@ def test_esp_through_the_default_topology_is_echoed(chassis_factory):
     assert bad.error and "no packet card in service in slot 11" in bad.output
 
 
-def bring_up(ch) -> list:
-    """An eNodeB from the lab CA against ch; its Established/AuthFailed events."""
+def bring_up(ch, config: IkeConfig | None = None) -> list:
+    """An eNodeB (from the lab CA unless ``config`` says) against ch; its Established /
+    AuthFailed events."""
     from cards.ike.events import AuthFailed
 
     wait_until(
@@ -198,7 +199,7 @@ def bring_up(ch) -> list:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     local = sock.getsockname()
-    ep = Endpoint(enodeb(ch.run.root), rand=os.urandom, wall_clock=now, local=local)
+    ep = Endpoint(config or enodeb(ch.run.root), rand=os.urandom, wall_clock=now, local=local)
     events: list = []
 
     def handle(outs) -> None:
@@ -228,3 +229,40 @@ def test_a_restart_on_the_same_run_directory_still_serves(chassis_factory, tmp_p
     ch.down()
     ch = chassis_factory(DEFAULT, run_dir=run, timeout=60)
     assert [type(e).__name__ for e in bring_up(ch)] == ["Established"]
+
+
+def test_a_revoked_enodeb_is_refused_through_ocsp_then_through_the_crl(chassis_factory):
+    """`chassis lab revoke`: the lab's OCSP responder says revoked at once. With the responder
+    down, the CRL decides: the MIO fetches the new one when the `ca-crl` line is entered again
+    (a CRL published before the old one's nextUpdate is otherwise picked up at that time)."""
+    ch = chassis_factory(DEFAULT, timeout=60)
+    enb = enodeb(ch.run.root)
+    serial = enb.credentials.cert.serial_number
+    assert [type(e).__name__ for e in bring_up(ch, enb)] == ["Established"]
+    assert ch.lab_revoke(serial, "keyCompromise")
+    (failed,) = bring_up(ch, enb)
+    assert type(failed).__name__ == "AuthFailed"
+    logs = "".join(p.read_text() for p in ch.run.logs.glob("dpc-*.log"))
+    assert "REFUSED: OCSP revoked" in logs and "keyCompromise" in logs
+
+    ch.lab_set("ocsp", {"down": True})
+    url = ch.exec("show ca-crl name lab-issuing")[0].data["items"][0]["url"]
+    res = ch.exec("configure", f"ca-crl name lab-issuing der url {url}", "end")
+    assert not any(r.error for r in res), [r.output for r in res]
+    wait_until(
+        lambda: ch.exec("show ca-crl name lab-issuing")[0].data["items"][0]["count"] == 1,
+        10,
+        what="the CRL listing the revoked eNodeB on the MIO",
+    )
+    wait_until(
+        lambda: (
+            set(ch.exec("show ca-crl name lab-issuing")[0].data["items"][0]["cards"].values())
+            == {"v2"}
+        ),
+        10,
+        what="the new CRL on every DPC",
+    )
+    (failed,) = bring_up(ch, enb)
+    assert type(failed).__name__ == "AuthFailed"
+    logs = "".join(p.read_text() for p in ch.run.logs.glob("dpc-*.log"))
+    assert f"ca-crl lab-issuing: serial {serial:x} revoked" in logs

@@ -491,6 +491,12 @@ class CrlCache:
         self._entries[name] = entry
         return self._spawn(entry)
 
+    def fetch_now(self, key: str) -> asyncio.Task | None:
+        """Fetch an entry again at once (the CLI line entered again); None if unknown or a
+        fetch is already in flight."""
+        entry = self._entries.get(key)
+        return self._spawn(entry) if entry is not None else None
+
     def remove(self, name: str) -> Entry | None:
         """Forget a configured CRL; a fetch in flight for it is dropped when it ends."""
         return self._entries.pop(name, None)

@@ -32,6 +32,23 @@ HELP = {
 }
 
 
+def _crl_line(args: dict, ctx: Any) -> None:
+    """Store the line; the CRL is fetched at once, also when the same line is entered again
+    (the way to pick up a CRL published before its predecessor's nextUpdate)."""
+    SetLine(
+        "ca-crl",
+        "name",
+        data=lambda a: {
+            "encoding": a["encoding"],
+            "url": a["url"],
+            "refresh-interval": a.get("minutes", 60),
+        },
+    )(args, ctx)
+    refetch = getattr(ctx.system, "crl_refetch", None)
+    if refetch is not None:
+        refetch(args["name"])
+
+
 def _referenced_by(root, name: str) -> str | None:
     for context in root.all("context"):
         for kind in ("crypto-template", "crypto-map"):
@@ -84,15 +101,7 @@ def register(g: Grammar) -> None:
         "config",
         f"ca-crl name <name:{NAME}> {{ der | pem }}@encoding url <url:URL>"
         " [ refresh-interval <minutes:INT(1-10080)> ]",
-        SetLine(
-            "ca-crl",
-            "name",
-            data=lambda a: {
-                "encoding": a["encoding"],
-                "url": a["url"],
-                "refresh-interval": a.get("minutes", 60),
-            },
-        ),
+        _crl_line,
         no=f"ca-crl name <name:{NAME}>",
         no_handler=_no_crl,
         help=HELP,
