@@ -57,3 +57,39 @@ def small_topology(
 
 
 BASIC = Path(__file__).resolve().parent / "topologies" / "basic.yaml"  # no lab: quick to start
+
+
+def ike_attempt(config, gateway: tuple[str, int], timeout: float = 15.0) -> list:
+    """One eNodeB (a cards.ike Endpoint with ``config``) dials ``gateway`` over real UDP on
+    loopback; returns its Established / AuthFailed events once either came (bounded)."""
+    import datetime as dt
+    import os
+    import select
+    import socket
+
+    from cards.ike.engine import Endpoint
+    from cards.ike.events import AuthFailed, Established, Send
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    local = sock.getsockname()
+    ep = Endpoint(config, rand=os.urandom, wall_clock=lambda: dt.datetime.now(dt.UTC),
+                  local=local)  # fmt: skip
+    events: list = []
+
+    def handle(outs) -> None:
+        for o in outs:
+            (sock.sendto(o.data, o.dst) if isinstance(o, Send) else events.append(o))
+
+    try:
+        handle(ep.initiate(gateway, time.monotonic(), local=local))
+        deadline = time.monotonic() + timeout
+        while not any(isinstance(e, Established | AuthFailed) for e in events):
+            assert time.monotonic() < deadline, f"no IKE answer within {timeout:g} s: {events}"
+            if select.select([sock], [], [], 0.1)[0]:
+                data, src = sock.recvfrom(65536)
+                handle(ep.receive(data, src, local, time.monotonic()))
+            handle(ep.handle_timer(time.monotonic()))
+    finally:
+        sock.close()
+    return [e for e in events if isinstance(e, Established | AuthFailed)]

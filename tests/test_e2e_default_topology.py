@@ -22,7 +22,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from helpers import wait_until
+from helpers import ike_attempt, wait_until
 
 from cards.ike.config import ChildPolicy, ChildProposal, Credentials, IkeConfig, IkeProposal
 from cards.ike.const import DhGroup, Encr, Integ, Prf
@@ -188,36 +188,13 @@ def test_esp_through_the_default_topology_is_echoed(chassis_factory):
 def bring_up(ch, config: IkeConfig | None = None) -> list:
     """An eNodeB (from the lab CA unless ``config`` says) against ch; its Established /
     AuthFailed events."""
-    from cards.ike.events import AuthFailed
-
     wait_until(
         lambda: all(c.get("templates", {}).get("segw/segw-tmpl") == "ready"
                     for c in ch.exec("show card table")[0].data["cards"] if c["type"] == "dpc"),
         30,
         what="the DPCs serving segw-tmpl",
     )  # fmt: skip
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    sock.bind(("127.0.0.1", 0))
-    local = sock.getsockname()
-    ep = Endpoint(config or enodeb(ch.run.root), rand=os.urandom, wall_clock=now, local=local)
-    events: list = []
-
-    def handle(outs) -> None:
-        for o in outs:
-            (sock.sendto(o.data, o.dst) if isinstance(o, Send) else events.append(o))
-
-    try:
-        handle(ep.initiate(GW, time.monotonic(), local=local))
-        deadline = time.monotonic() + 15
-        while not any(isinstance(e, Established | AuthFailed) for e in events):
-            assert time.monotonic() < deadline, events
-            if select.select([sock], [], [], 0.1)[0]:
-                data, src = sock.recvfrom(65536)
-                handle(ep.receive(data, src, local, time.monotonic()))
-            handle(ep.handle_timer(time.monotonic()))
-    finally:
-        sock.close()
-    return [e for e in events if isinstance(e, Established | AuthFailed)]
+    return ike_attempt(config or enodeb(ch.run.root), GW)
 
 
 def test_a_restart_on_the_same_run_directory_still_serves(chassis_factory, tmp_path):

@@ -38,10 +38,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))  # the repository, when the package is not installed
+sys.path.insert(0, str(ROOT / "tests"))  # crl_material
 
+from crl_material import write_crl  # noqa: E402
 from cryptography import x509  # noqa: E402
 from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
-from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
 from cryptography.x509.oid import NameOID  # noqa: E402
 
 from chassis.ipc import crl_index  # noqa: E402
@@ -51,8 +53,6 @@ from supervisor.pki.urls import CRL_LIMIT, Fetcher  # noqa: E402
 from supervisor.workers import Workers  # noqa: E402
 
 DER = serialization.Encoding.DER
-SHA256_RSA = bytes.fromhex("300d06092a864886f70d01010b0500")
-REASON = bytes.fromhex("300c300a0603551d1504030a0101")  # extensions: reasonCode keyCompromise
 CARD = r"""
 import sys, time
 def rss():
@@ -69,26 +69,6 @@ print(rss() - before)
 
 
 # ---------------------------------------------------------------- the CRL
-
-
-def tlv(tag: int, value: bytes) -> bytes:
-    n = len(value)
-    if n < 0x80:
-        return bytes([tag, n]) + value
-    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([tag, 0x80 | len(size)]) + size + value
-
-
-def seq(*items: bytes) -> bytes:
-    return tlv(0x30, b"".join(items))
-
-
-def integer(i: int) -> bytes:
-    return tlv(0x02, i.to_bytes(i.bit_length() // 8 + 1, "big", signed=True))
-
-
-def utc(t: dt.datetime) -> bytes:
-    return tlv(0x17, t.strftime("%y%m%d%H%M%SZ").encode())
 
 
 def make_ca(home: Path):
@@ -108,28 +88,6 @@ def make_ca(home: Path):
     )
     (home / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
-
-
-def write_crl(path: Path, cert, key, n: int, *, seed: int = 1) -> None:
-    rng = random.Random(seed)
-    now = dt.datetime.now(dt.UTC)
-    date = utc(now - dt.timedelta(hours=1))
-    entries = []
-    for i in range(n):
-        serial = integer(rng.getrandbits(127) | 1 << 120)  # 16 octets, positive
-        entries.append(seq(serial, date, REASON) if i % 4 == 0 else seq(serial, date))
-    number = tlv(0xA0, seq(seq(tlv(6, b"\x55\x1d\x14"), tlv(4, integer(n)))))
-    tbs = seq(
-        integer(1),
-        SHA256_RSA,
-        cert.subject.public_bytes(),
-        utc(now - dt.timedelta(minutes=5)),
-        utc(now + dt.timedelta(days=7)),
-        *([seq(*entries)] if entries else []),
-        number,
-    )
-    signature = key.sign(tbs, padding.PKCS1v15(), hashes.SHA256())
-    path.write_bytes(seq(tbs, SHA256_RSA, tlv(3, b"\x00" + signature)))
 
 
 def prepare(home: Path, n: int) -> tuple[Path, Path, Path]:
