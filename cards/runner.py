@@ -25,6 +25,7 @@ from cards.credentials import Credentials
 from cards.crls import CrlEntry, CrlStore
 from chassis.clock import MonotonicClock
 from chassis.ipc import keys as keyring
+from chassis.ipc.buffers import return_big_buffers
 from chassis.ipc.clone import Outcome, Replica
 from chassis.ipc.envelope import Envelope
 from chassis.ipc.messages import (
@@ -507,6 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if os.environ.get("CHASSIS_DEBUG") else logging.INFO,
         format=f"%(asctime)s slot{args.slot} %(name)s %(levelname)s %(message)s",
     )
+    return_big_buffers()
     card = Card(RunDir(args.run_dir), args.slot)
 
     async def runner():

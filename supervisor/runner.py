@@ -20,6 +20,7 @@ import sys
 
 from chassis.clock import MonotonicClock, WallClock
 from chassis.ipc import keys as keyring
+from chassis.ipc.buffers import return_big_buffers
 from chassis.ipc.envelope import Envelope
 from chassis.ipc.messages import (
     Ack,
@@ -608,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if os.environ.get("CHASSIS_DEBUG") else logging.INFO,
         format=f"%(asctime)s slot{args.slot} %(name)s %(levelname)s %(message)s",
     )
+    return_big_buffers()  # CRL indexes and snapshots are sent as big messages
     sup = Supervisor(run, args.slot)
 
     async def runner():
