@@ -40,6 +40,7 @@ from .message import (
 from .sa import IkeSa, State
 from .tasks.create_child import CreateChildTask
 from .tasks.informational import ChildDeleteTask, DeleteTask, LivenessTask
+from .tasks.mid_sync import MidSyncTask
 from .tasks.rekey_ike import IkeRekeyTask
 
 ZERO_SPI = bytes(8)
@@ -129,6 +130,15 @@ class Endpoint:
         """An answer to a CheckOcsp ("ocsp": the body) or FetchCrl ("crl") event."""
         sa = self.sas.get(spi)
         return self._guard(sa, sa.revocation_answer, kind, url, body, error, now) if sa else []
+
+    def sync_message_ids(self, spi: bytes, now: float) -> list[Out]:
+        """After a takeover from checkpoints: agree on Message IDs with the peer (RFC 6311)
+        before any other request of ours, when the peer announced support."""
+        sa = self.sas.get(spi)
+        if sa is None or not sa.mid_sync or sa.state is not State.ESTABLISHED:
+            return []
+        return self._guard(sa, sa.queue, ExchangeType.INFORMATIONAL, [MidSyncTask()], now,
+                           True)  # fmt: skip
 
     def check_liveness(self, spi: bytes, now: float) -> list[Out]:
         sa = self.sas.get(spi)

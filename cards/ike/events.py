@@ -104,6 +104,17 @@ class RevocationChecked(Event):
 
 
 @dataclass(frozen=True)
+class MidSynced(Event):
+    """RFC 6311: Message IDs agreed with the peer after a takeover (ours: next request we
+    send, next request we expect)."""
+
+    spi_i: bytes
+    spi_r: bytes
+    send_mid: int
+    recv_mid: int
+
+
+@dataclass(frozen=True)
 class Retransmit(Event):
     spi_i: bytes
     spi_r: bytes

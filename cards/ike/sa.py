@@ -21,6 +21,7 @@ from .const import (
     DhGroup,
     Encr,
     Integ,
+    NotifyType,
     Prf,
 )
 from .crypto import (
@@ -38,6 +39,7 @@ from .events import (
     Deleted,
     Dropped,
     Established,
+    MidSynced,
     Out,
     Rejected,
     Retransmit,
@@ -64,6 +66,7 @@ from .tasks.informational import (
     InformationalResponder,
 )
 from .tasks.init import InitTask
+from .tasks.mid_sync import MidSyncSupport, answer_sync
 from .tasks.rekey_ike import IkeRekeyTask
 from .wire import Wire
 
@@ -100,7 +103,9 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
         "ike_rekey_at", "last_heard", "fragmenting", "reassembly", "first_fragment",
         "ike_expire_at", "children", "new_esp_spi", "_out", "_setup", "now", "mcsa_at",
         "replacing", "assigned", "virtual_ips", "no_child", "peer_http_lookup", "fetched",
-        "parked", "pending_fetches", "revocation", "revocation_deadline", "__dict__",
+        "parked", "pending_fetches", "revocation", "revocation_deadline", "mid_sync",
+        "mid_sync_seen",
+        "__dict__",
     )  # fmt: skip
 
     def __init__(self, config: IkeConfig, rand: Callable[[int], bytes], *, initiator: bool,
@@ -145,6 +150,8 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
         self.pending_fetches: set[str] | frozenset[str] = NO_FETCHES
         self.revocation = None  # the peer certificate's revocation check (RevocationCheck)
         self.revocation_deadline: float | None = None  # when its current wait gives up
+        self.mid_sync = False  # both sides announced IKEV2_MESSAGE_ID_SYNC_SUPPORTED (RFC 6311)
+        self.mid_sync_seen = -1  # the highest M1 a peer's sync request carried
         self.fragmenting = False  # both sides sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383)
         self.reassembly: dict | None = None  # the fragments of the message being received
         self.first_fragment = b""  # fragment 1 of the request just reassembled
@@ -260,6 +267,9 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
     def alive(self) -> None:
         self.emit(Alive(self.spi_i, self.spi_r))
 
+    def mid_synced(self, send_mid: int, recv_mid: int) -> None:
+        self.emit(MidSynced(self.spi_i, self.spi_r, self.send_mid, self.recv_mid))
+
     def fail(self, reason: str, *, auth: bool = False) -> None:
         if self.state is S.DEAD:
             return
@@ -278,14 +288,20 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
         self.setup_deadline = now + self.config.setup_timeout_s
         cert_pre = CertPreTask()  # one task spans both exchanges, like strongSwan's
         self.pending = [(X.IKE_SA_INIT, [InitTask(), cert_pre]),
-                        (X.IKE_AUTH, [AuthTask(), cert_pre, ConfigTask(), ChildTask()])]  # fmt: skip
+                        (X.IKE_AUTH, [AuthTask(), cert_pre, ConfigTask(), ChildTask(),
+                                     MidSyncSupport()])]  # fmt: skip
         return self._run(now, self._kick, now)
 
-    def queue(self, exchange: int, tasks: list[Task], now: float) -> list[Out]:
-        """Start an exchange of ours once the one in flight (if any) is answered."""
+    def queue(self, exchange: int, tasks: list[Task], now: float, first: bool = False
+              ) -> list[Out]:  # fmt: skip
+        """Start an exchange of ours once the one in flight (if any) is answered; ``first``:
+        ahead of those already waiting (RFC 6311 sync after a takeover)."""
         if self.state is not S.ESTABLISHED:
             return []
-        self.pending.append((exchange, tasks))
+        if first:
+            self.pending.insert(0, (exchange, tasks))
+        else:
+            self.pending.append((exchange, tasks))
         return self._run(now, self._kick, now)
 
     def receive(self, msg: Message, src: Addr, dst: Addr, now: float) -> list[Out]:
@@ -332,7 +348,8 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
         except IkeError as exc:
             self.fail(exc.reason, auth=exchange == X.IKE_AUTH)
             return
-        mid = 0 if exchange == X.IKE_SA_INIT else self.send_mid  # INIT retries reuse ID 0
+        zero = exchange == X.IKE_SA_INIT or getattr(tasks[0], "mid_zero", False)
+        mid = 0 if zero else self.send_mid  # INIT retries reuse ID 0; so does RFC 6311 sync
         data = self._encode(exchange, mid, False, ctx.payloads)
         if exchange == X.IKE_SA_INIT:
             self.init_request = data[0]
@@ -340,7 +357,8 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
                 self.fire(T.INIT_SENT)
         elif exchange == X.IKE_AUTH:
             self.fire(T.AUTH_SENT)
-        self.send_mid = mid + 1
+        if not zero or exchange == X.IKE_SA_INIT:
+            self.send_mid = mid + 1
         retry = getattr(tasks[0], "retry", None) if tasks else None
         first = retry[0] if retry else self._rto(0)
         self.outstanding = Outstanding(exchange, tasks, mid, data, now + first, retry=retry)
@@ -414,7 +432,16 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
 
     # ------------------------------------------------------------------ peer's requests
     def _on_request(self, msg: Message, src: Addr, dst: Addr) -> None:
-        mid = msg.message_id
+        mid, opened = msg.message_id, None
+        if (  # RFC 6311 sync (outside the window), or the peer's very first request
+            mid == 0
+            and msg.exchange == X.INFORMATIONAL
+            and self.state is S.ESTABLISHED
+            and not self._is_cached_retransmission(msg)
+        ):
+            opened = self._open(msg)
+            if opened is None or self._answer_mid_sync(msg, opened, src, dst):
+                return
         if self.cached is not None and mid == self.cached[0]:
             skf = msg.payloads[-1] if msg.payloads else None
             if isinstance(skf, SkfPayload) and skf.number != 1:
@@ -434,7 +461,7 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
                 Dropped(src, f"request {msg.exchange} ID {mid} not expected in {self.state.name}")
             )
             return
-        payloads = self._open(msg)
+        payloads = self._open(msg) if opened is None else opened
         if payloads is None:
             return
         if dst != self.local or src != self.peer:  # authenticated: follow the peer's port float
@@ -442,6 +469,33 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
         if not isinstance(payloads, IkeError) and self._must_fetch(msg, payloads):
             return
         self._answer(msg, payloads)
+
+    def _is_cached_retransmission(self, msg: Message) -> bool:
+        cached = self.cached
+        return (
+            cached is not None and cached[0] == msg.message_id and (_digest(msg.raw) == cached[1])
+        )
+
+    def _answer_mid_sync(self, msg: Message, payloads, src: Addr, dst: Addr) -> bool:
+        """A Message ID 0 INFORMATIONAL carrying IKEV2_MESSAGE_ID_SYNC: answered (or dropped
+        when unacceptable); True when it was one. The answer is cached: a retransmitted sync
+        gets it again instead of counting as a replay."""
+        if isinstance(payloads, IkeError):
+            return False
+        sync = next((p for p in payloads if isinstance(p, NotifyPayload)
+                     and p.type == NotifyType.IKEV2_MESSAGE_ID_SYNC), None)  # fmt: skip
+        if sync is None:
+            return False
+        data = answer_sync(self, sync.data) if self.mid_sync else None
+        if data is None:
+            self.emit(Dropped(src, "INFORMATIONAL with Message ID 0 and no acceptable sync"))
+            return True
+        reply = [NotifyPayload(NotifyType.IKEV2_MESSAGE_ID_SYNC, data)]
+        encoded = self._encode(X.INFORMATIONAL, 0, True, reply)
+        self.cached = (0, _digest(msg.raw), encoded)
+        self._send(encoded, dst, src)
+        self.emit(MidSynced(self.spi_i, self.spi_r, self.send_mid, self.recv_mid))
+        return True
 
     def _resume(self) -> None:
         """Process the parked request or response again, now that what it waited for is in."""
@@ -457,11 +511,11 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
             if not self._setup:
                 self._setup = {"init": InitTask(), "cert_pre": CertPreTask(),
                                "auth": AuthTask(), "config": ConfigTask(),
-                               "child": ChildTask()}  # fmt: skip
+                               "child": ChildTask(), "mid_sync": MidSyncSupport()}  # fmt: skip
             s = self._setup
             if exchange == X.IKE_SA_INIT:
                 return [s["init"], s["cert_pre"]]
-            return [s["cert_pre"], s["auth"], s["config"], s["child"]]
+            return [s["cert_pre"], s["auth"], s["config"], s["child"], s["mid_sync"]]
         if exchange == X.CREATE_CHILD_SA:
             sa_payload = next((p for p in payloads if isinstance(p, SaPayload)), None)
             ike = sa_payload and sa_payload.proposals and sa_payload.proposals[0].protocol == 1
@@ -526,6 +580,7 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
             if self.cached
             else None,
             "fragmenting": self.fragmenting,
+            "mid_sync": self.mid_sync,
             "local": list(self.local),
             "peer": list(self.peer),
             "peer_id": self.peer_id,
@@ -556,6 +611,7 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
             data = [data] if isinstance(data, str) else data  # one datagram before fragments
             sa.cached = (int(mid), bytes.fromhex(digest), tuple(bytes.fromhex(x) for x in data))
         sa.fragmenting = bool(d.get("fragmenting", False))
+        sa.mid_sync = bool(d.get("mid_sync", False))
         sa.peer_id, sa.peer_cert_subject = d["peer_id"], d["peer_cert_subject"]
         sa.nat_local, sa.nat_remote = (bool(x) for x in d["nat"])
         sa.assigned = [str(a) for a in d.get("assigned", [])]
