@@ -43,6 +43,7 @@ class DataPlane:
         self.tunnels: dict[bytes, Tunnel] = {}  # by our inbound SPI
         self.unknown_spi = 0  # ESP for no child of ours
         self._soft = False  # a tunnel passed 90% of a lifetime since due_rekeys last looked
+        self._seq_sent: dict[bytes, int] = {}  # outbound seq last put in a checkpoint batch
 
     # ------------------------------------------------------------------ children
     def track(self, endpoint, outs: list, *, echo: bool, limits: dict) -> None:
@@ -63,6 +64,28 @@ class DataPlane:
                 )
             elif isinstance(o, ChildDeleted):
                 self.tunnels.pop(o.our_spi, None)
+
+    def adopt(self, endpoint, sa, *, echo: bool, limits: dict, seq_from: dict) -> None:
+        """The children of an IKE SA taken over from another card (cards/recovery.py): their
+        ESP state, sending from ``seq_from[our SPI]`` on (past what the failed card used)."""
+        events = [ChildEstablished(sa.spi_i, sa.spi_r, c.our_spi, c.their_spi, c.tsi, c.tsr, "",
+                                   c.policy) for c in sa.children.values()]  # fmt: skip
+        self.track(endpoint, events, echo=echo, limits=limits)
+        for c in sa.children.values():
+            tunnel = self.tunnels.get(c.our_spi)
+            if tunnel is not None:
+                tunnel.esp.seq_out = max(tunnel.esp.seq_out, seq_from.get(c.our_spi, 0))
+
+    def take_seq(self) -> dict[bytes, int]:
+        """Outbound ESP sequence numbers that moved since the last call (for checkpoints)."""
+        moved = {}
+        for spi, tunnel in self.tunnels.items():
+            n = tunnel.esp.seq_out
+            if n and self._seq_sent.get(spi) != n:
+                moved[spi] = self._seq_sent[spi] = n
+        for spi in [s for s in self._seq_sent if s not in self.tunnels]:
+            del self._seq_sent[spi]
+        return moved
 
     def forget(self, local: Addr) -> None:
         """An endpoint went (reconfigured): its children's ESP state goes too."""

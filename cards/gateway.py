@@ -197,6 +197,7 @@ class Gateway:
         self.dp = DataPlane(rand)  # ESP of every child of every endpoint
         self.sinks: dict[tuple[str, int], tuple[bool, dict]] = {}  # local -> (echo, limits)
         self.crls = CrlStore()  # the card's CRLs: the runner puts in its own, kept up to date
+        self.checkpointing = False  # a standby card holds checkpoints of our SAs
 
     def configure(self, tree: dict, credentials: Credentials, share: dict | None = None) -> None:
         """(Re)build the endpoints whose service, map, template or credentials changed.
@@ -279,6 +280,12 @@ class Gateway:
         )
 
     def _endpoint(self, local, config: ikecfg.IkeConfig) -> Endpoint:
+        endpoint = self._new_endpoint(local, config)
+        if self.checkpointing:
+            endpoint.track_changes()
+        return endpoint
+
+    def _new_endpoint(self, local, config: ikecfg.IkeConfig) -> Endpoint:
         return Endpoint(
             config,
             rand=self.rand,
@@ -338,6 +345,36 @@ class Gateway:
                     local, endpoint.revocation_answer(my_spi, kind, url, body, error, now)
                 )
         return []
+
+    # ------------------------------------------------------------------ session recovery
+    def enable_checkpoints(self) -> None:
+        """This card has a standby: its engines record what each step changes."""
+        self.checkpointing = True
+        for endpoint in self.endpoints.values():
+            endpoint.track_changes()
+
+    def checkpoint_batch(self, outbox, full: bool = False) -> dict | None:
+        """The SAs changed since the last batch (``full``: all of them) for the standby."""
+        seq = self.dp.take_seq()
+        if full:
+            return outbox.full(self.endpoints, seq)
+        return outbox.collect(self.endpoints, seq)
+
+    def take_over(self, holding, now: float) -> list:
+        """Serve the SAs a failed card checkpointed to this one: adopt them into the
+        endpoints, rebuild their ESP state, and agree on Message IDs with each peer that
+        supports it (RFC 6311) before anything else is sent."""
+        outs: list = []
+        adopted = holding.take_over(self.endpoints, now)
+        seq_from = holding.esp_start(c for _, sa in adopted for c in sa.children)
+        for local, sa in adopted:
+            endpoint = self.endpoints[local]
+            echo, limits = self.sinks.get(local, (False, {}))
+            self.dp.adopt(endpoint, sa, echo=echo, limits=limits, seq_from=seq_from)
+            outs += self._track(local, endpoint.sync_message_ids(sa.my_spi, now))
+        log.info("took over %d IKE SAs with %d children", len(adopted),
+                 sum(len(sa.children) for _, sa in adopted))  # fmt: skip
+        return outs
 
     # ------------------------------------------------------------------ the data plane
     def _track(self, local, outs: list) -> list:

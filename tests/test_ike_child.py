@@ -275,7 +275,7 @@ def test_checkpoint_round_trip_with_a_child():
     cr = child(pair, "r")
     checkpoint = json.loads(json.dumps(pair.r.export_sa(pair.sa("r").spi_r)))
     pair.r = endpoint(gw_config(), 99)  # the standby card takes over
-    restored = pair.r.import_sa(checkpoint)
+    restored = pair.r.import_sa(checkpoint, pair.now)
     assert restored.children == {cr.our_spi: cr} and pair.r.esp_spis == {cr.our_spi}
     assert restored.to_checkpoint() == checkpoint
     # the peer deletes the child at the restored SA

@@ -60,6 +60,7 @@ class Endpoint:
         self.sas: dict[bytes, IkeSa] = {}  # by our SPI
         self.timers: list[tuple[float, int, bytes]] = []  # heap of (due, seq, our SPI)
         self._seq = 0
+        self.changed: set[bytes] | None = None  # SAs changed since take_changes (when tracked)
         self.half_open: dict[tuple[Addr, bytes], bytes] = {}  # (peer, SPIi) -> our SPIr
         # The allocators every SA of ours calls, bound once (a bound method per SA is 64 B)
         self._spi_fn, self._esp_spi_fn = self._new_spi, self._new_esp_spi
@@ -181,8 +182,14 @@ class Endpoint:
     def export_sa(self, spi: bytes) -> dict:
         return self.sas[spi].to_checkpoint()
 
-    def import_sa(self, checkpoint: dict) -> IkeSa:
-        sa = IkeSa.from_checkpoint(checkpoint, self.config, self.rand, self.wall_clock)
+    def import_sa(self, checkpoint: dict, now: float | None = None) -> IkeSa:
+        """An SA from its checkpoint; with ``now``, its lifetimes go on from there."""
+        sa = IkeSa.from_checkpoint(checkpoint, self.config, self.rand, self.wall_clock, now)
+        return self.adopt(sa)
+
+    def adopt(self, sa: IkeSa) -> IkeSa:
+        """Serve an IKE SA restored elsewhere (a standby card's, cards/recovery.py)."""
+        sa.config, sa.rand, sa.wall_clock = self.config, self.rand, self.wall_clock
         sa.new_esp_spi, sa.new_ike_spi = self._esp_spi_fn, self._spi_fn
         self.sas[sa.my_spi] = sa
         self.esp_spis.update(sa.children)
@@ -265,6 +272,7 @@ class Endpoint:
         if sa.half_open_key is not None and sa.state is not State.WAIT_AUTH_REQUEST:
             self.half_open.pop(sa.half_open_key, None)
             sa.half_open_key = None
+        new_sas = sa.successors or ()
         if sa.successors:  # an IKE SA rekey made a new SA
             for new in sa.successors:
                 self.sas[new.my_spi] = new
@@ -275,7 +283,31 @@ class Endpoint:
             self.esp_spis.difference_update(sa.children)
         else:
             self._schedule(sa)
+        if self.changed is not None and (sa.state is State.ESTABLISHED or sa.state is State.DEAD):
+            self.changed.add(sa.my_spi)  # for the standby card's checkpoints
+            self.changed.update(s.my_spi for s in new_sas)
         return out
+
+    def track_changes(self, on: bool = True) -> None:
+        """Record which SAs each step changed (take_changes), for checkpoint streaming."""
+        self.changed = set() if on else None
+
+    def take_changes(self) -> tuple[list[dict], list[bytes]]:
+        """Checkpoints of the established SAs changed since the last call, and the SPIs of
+        those gone (deleted, failed, rekeyed away)."""
+        changed, self.changed = self.changed or set(), set()
+        upserts, gone = [], []
+        for spi in changed:
+            sa = self.sas.get(spi)
+            if sa is not None and sa.state is State.ESTABLISHED:
+                upserts.append(sa.to_checkpoint())
+            elif sa is None or sa.state is State.DEAD:
+                gone.append(spi)
+        return upserts, gone
+
+    def checkpoints(self) -> list[dict]:
+        """Every established SA (a standby card that joins takes them all first)."""
+        return [sa.to_checkpoint() for sa in self.sas.values() if sa.state is State.ESTABLISHED]
 
     # ------------------------------------------------------------------ helpers
     def _new_spi(self) -> bytes:

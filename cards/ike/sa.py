@@ -589,10 +589,44 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
             "assigned": list(self.assigned),
             "virtual_ips": list(self.virtual_ips),
             "children": [c.to_dict() for c in self.children.values()],
+            # lifetimes left, in seconds from the SA's last step (monotonic clocks differ
+            # between hosts): the SA restored elsewhere rekeys and expires when this one would
+            "timers": self._timers_left(),
         }
 
+    def _timers_left(self) -> dict:
+        def left(at):
+            return None if at is None else at - self.now
+
+        return {
+            "ike_rekey": left(self.ike_rekey_at),
+            "ike_expire": left(self.ike_expire_at),
+            "children": {
+                c.our_spi.hex(): [left(c.rekey_at), left(c.expire_at)]
+                for c in self.children.values()
+            },  # fmt: skip
+        }
+
+    def restart_timers(self, timers: dict, now: float) -> None:
+        """The lifetimes left in a checkpoint's ``timers``, counted from ``now``."""
+
+        def at(left):
+            return None if left is None else now + float(left)
+
+        self.now = self.last_heard = now
+        self.ike_rekey_at, self.ike_expire_at = (
+            at(timers.get("ike_rekey")),
+            at(timers.get("ike_expire")),
+        )
+        for spi, (rekey, expire) in (timers.get("children") or {}).items():
+            child = self.children.get(bytes.fromhex(spi))
+            if child is not None:
+                child.rekey_at, child.expire_at = at(rekey), at(expire)
+
     @classmethod
-    def from_checkpoint(cls, d: dict, config: IkeConfig, rand, wall_clock=None) -> IkeSa:
+    def from_checkpoint(cls, d: dict, config: IkeConfig, rand, wall_clock=None,
+                        now: float | None = None) -> IkeSa:  # fmt: skip
+        """``now`` (monotonic) restarts the lifetimes the checkpoint carries from there."""
         if d.get("v") != 1:
             raise ValueError(f"unknown IKE SA checkpoint version {d.get('v')}")
         sa = cls(config, rand, initiator=bool(d["initiator"]), spi_i=bytes.fromhex(d["spi_i"]),
@@ -619,4 +653,6 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
         for c in d.get("children", []):  # absent in checkpoints from before CHILD_SAs
             child = ChildSa.from_dict(c)
             sa.children[child.our_spi] = child
+        if now is not None and d.get("timers"):
+            sa.restart_timers(d["timers"], now)
         return sa
