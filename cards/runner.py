@@ -5,6 +5,9 @@
 It subscribes to its Clone stream first, registers with the supervisor, takes a
 snapshot, and reports Ready only once everything is applied. Heartbeats run both
 ways; when the supervisor goes quiet the card keeps serving and registers again.
+The card heartbeats the backplane too (on its NPU channel), so the supervisor can tell a
+card cut off from it (alive on the backplane) from a hung one; the backplane also sets
+the fault-injection filter of the card's supervisor channels there (`chassis fault ipc`).
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ from chassis.ipc.messages import (
 )
 from chassis.ipc.rpc import Pending, RpcError
 from chassis.ipc.rundir import RunDir
-from chassis.ipc.sockets import Channel, Incoming, Node
+from chassis.ipc.sockets import Channel, Incoming, IpcFault, Node
 
 log = logging.getLogger("card")
 OCSP_MAX_BYTES = 64 * 1024  # an OCSP answer larger than this is refused (an error: CRL next)
@@ -266,6 +269,9 @@ class Card:
             items = [(msg.local, msg.remote, msg.data)]
         elif isinstance(msg, Datagrams):  # a burst: answered in one message too
             items = msg.items
+        elif isinstance(msg, Request) and msg.method == "ipc.fault":
+            self._ipc_fault(inc, msg.args)
+            return
         else:
             return
         now, outs = self.mono.now(), []
@@ -277,6 +283,27 @@ class Card:
             else:
                 outs += got
         self._ike(outs)
+
+    def _ipc_fault(self, inc: Incoming, args: dict) -> None:
+        """`chassis fault ipc`: filter the messages between this card and the supervisor (the
+        control channel both ways, the state stream in), or heal (mode "heal")."""
+        mode = args.get("mode")
+        try:
+            if mode == "heal":
+                faults = [None, None]
+            else:
+                seed = args.get("seed", 0)
+                rate, ms = args.get("rate", 1.0), args.get("ms", 0)
+                faults = [IpcFault(mode, rate, ms, f"{seed}:ctl"),
+                          IpcFault(mode, rate, ms, f"{seed}:sub")]  # fmt: skip
+        except ValueError as exc:
+            self.npu.reply(inc, False, error=str(exc))
+            return
+        before = {name: ch.fault.describe() for name, ch in (("ctl", self.ctl), ("sub", self.sub))
+                  if ch.fault is not None}  # fmt: skip
+        self.ctl.fault, self.sub.fault = faults
+        log.warning("ipc fault: %s", mode if mode == "heal" else faults[0].describe())
+        self.npu.reply(inc, True, {"pid": os.getpid(), "mode": mode, "before": before})
 
     def _ike(self, outs: list) -> None:
         """Send what the IKE engine wants sent; count and log what happened."""
@@ -479,6 +506,7 @@ class Card:
     async def _tick(self) -> None:
         while True:
             self.ctl.send(Heartbeat(self.mono.now()))
+            self.npu.send(Heartbeat(self.mono.now()))  # the backplane sees this card alive
             self.ctl.pump()
             quiet = self.mono.now() - self.last_supervisor
             if self.registered and quiet > self.interval * self.liveness:

@@ -6,6 +6,13 @@ tells the active supervisor, and obeys its power requests (restart a slot). It g
 the management epoch: each start of an active supervisor gets a higher one, so
 cards can ignore an older supervisor. `chassis status` and `chassis down` talk to it.
 
+Faults (chassis/faults.py) that act on processes, the IPC or the NPU are applied here:
+kill (SIGKILL: the pidfd sees a real crash), hang (SIGSTOP) and resume of a card, a
+supervisor or a lab peer; an IPC filter set on one card over its channel to the backplane;
+UDP drop/delay rules in the NPU. Cards heartbeat the backplane on that channel too, and the
+supervisor asks when it last heard one whose heartbeats stopped (`card.seen`): a card cut
+off from the supervisor but alive here is not hung (supervisor/cards.py).
+
     python -m chassis.backplane --run-dir DIR --topology FILE
 """
 
@@ -28,27 +35,32 @@ from pathlib import Path
 
 from chassis import procs
 from chassis.capture import MAX_BYTES, Capture, CaptureError
+from chassis.faults import Fault, FaultError, peer_address, timestamp
 from chassis.ipc import keys as keyring
 from chassis.ipc.messages import (
     CardStates,
     Datagram,
     Datagrams,
     Error,
+    Heartbeat,
     Hello,
     NpuBinds,
     Power,
     ProcEvent,
     Request,
 )
+from chassis.ipc.rpc import Pending, RpcError
 from chassis.ipc.rundir import RunDir, atomic_write
 from chassis.ipc.sockets import Channel, Incoming, Node
 from chassis.lab.fleet_settings import FleetSettings
+from chassis.npu import UdpRule
 from chassis.npu_io import Npu
-from chassis.topology import Card, Topology
+from chassis.topology import PLATFORMS, Card, Topology
 
 log = logging.getLogger("backplane")
 
 RESTART_DELAY = 0.2  # before restarting a crashed active supervisor (#11 brings takeover)
+CARD_ANSWER_S = 2.0  # a card's answer to an ipc fault (a hung card does not answer)
 
 
 def key_names(topology: Topology) -> list[str]:
@@ -218,6 +230,9 @@ class Slot:
     role: str = ""
     expect_exit: bool = False
     restarts: int = 0
+    failed_at: float | None = None  # the last failure (CLOCK_MONOTONIC), kept after a restart
+    failed_reason: str = ""
+    detection_ms: float | None = None  # the supervisor's: last heartbeat -> failure declared
 
     @property
     def pid(self) -> int | None:
@@ -235,8 +250,16 @@ class Backplane:
         self.bus: Channel | None = None
         self.stopping = asyncio.Event()
         self.lab: dict[str, tuple[subprocess.Popen, int]] = {}
-        self.npu = Npu(self._to_card, self._serving)
+        self.npu = Npu(self._to_card, self._steered, self._serving)
         self.capture: Capture | None = None  # `chassis capture`: the NPU's datagrams to a file
+        self.pending = Pending()  # requests to cards (ipc faults)
+        self.background: set[asyncio.Task] = set()
+        self.seen: dict[int, float] = {}  # packet card -> its last heartbeat here (its clock)
+        # faults in force (chassis/faults.py); each record: fault, action, target, params, since
+        self.hung: dict[str, dict] = {}  # "slot-N" | "lab:P" -> record (+ pid, start)
+        self.ipc_faults: dict[int, dict] = {}  # packet card -> record
+        self.lab_killed: dict[str, dict] = {}  # lab peer -> record (clear restarts it)
+        self.lab_notes: list[dict] = []  # lab behaviours a client set (clear undoes them)
 
     # --- processes ---------------------------------------------------------
 
@@ -280,6 +303,12 @@ class Backplane:
             return
         expected = slot.expect_exit or self.stopping.is_set()
         slot.state = "offline" if expected else "failed"
+        if not expected:
+            slot.failed_at, slot.failed_reason = time.monotonic(), f"process exited ({code})"
+            slot.detection_ms = None
+        # a hang or an IPC filter dies with its process
+        self.hung.pop(f"slot-{slot.card.slot}", None)
+        self.ipc_faults.pop(slot.card.slot, None)
         log.log(
             logging.INFO if expected else logging.WARNING,
             "slot %d: pid %d exited with %s",
@@ -309,18 +338,25 @@ class Backplane:
     async def start_lab(self) -> None:
         """Lab peers come first: the boot configuration may enroll with the lab CA."""
         for name in sorted(self.manifest.get("lab", {}), key=list(LAB_PEERS).index):
-            with open(self.run.logs / f"lab-{name}.log", "ab") as out:
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", LAB_PEERS[name], "--run-dir", str(self.run.root)],
-                    stdin=subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    preexec_fn=partial(procs.die_with_parent, os.getpid()),
-                    close_fds=True,
-                )
-            self.lab[name] = (proc, procs.start_time(proc.pid) or 0)
-            self.save_pids()
-        for name, (proc, _) in self.lab.items():
+            self._spawn_lab(name)
+        await self._wait_lab(list(self.lab))
+
+    def _spawn_lab(self, name: str) -> None:
+        with open(self.run.logs / f"lab-{name}.log", "ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", LAB_PEERS[name], "--run-dir", str(self.run.root)],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                preexec_fn=partial(procs.die_with_parent, os.getpid()),
+                close_fds=True,
+            )
+        self.lab[name] = (proc, procs.start_time(proc.pid) or 0)
+        self.save_pids()
+
+    async def _wait_lab(self, names: list[str]) -> None:
+        for name in names:
+            proc = self.lab[name][0]
             url = self.manifest["lab"][name]["url"]
             host, port = url.split("//")[1].split("/")[0].split(":")
             deadline = time.monotonic() + 15
@@ -356,7 +392,13 @@ class Backplane:
             self.bus.send(Error(inc.error.ref or 0, inc.error.reason), to=inc.peer)
             return
         msg = inc.env.msg
-        if isinstance(msg, Hello):
+        if self.pending.resolve(inc):  # a card's answer to an ipc fault
+            return
+        if isinstance(msg, Heartbeat):  # a card's, on its NPU channel
+            slot = self._card_of(inc.peer)
+            if slot is not None:
+                self.seen[slot] = max(self.seen.get(slot, 0.0), msg.sent)
+        elif isinstance(msg, Hello):
             self.on_hello(inc, msg)
         elif isinstance(msg, CardStates):
             if inc.env.epoch == self.epoch:  # an older supervisor's view is not the chassis's
@@ -365,7 +407,14 @@ class Backplane:
             if inc.env.epoch == self.epoch and msg.slot in self.slots and msg.action == "restart":
                 self.restart(self.slots[msg.slot])
         elif isinstance(msg, Datagram | Datagrams):  # a card answers a peer
-            self.npu.send(msg)
+            self.npu.send(msg, self._card_of(inc.peer) if self.npu.faults.rules else None)
+        elif isinstance(msg, Request) and msg.method == "card.seen":  # the supervisor asks
+            slots = msg.args.get("slots") or []
+            self.bus.reply(
+                inc, True, {str(n): self.seen.get(n) for n in slots if isinstance(n, int)}
+            )
+        elif isinstance(msg, Request) and msg.method in FAULT_METHODS:
+            self._spawn(self._fault_request(inc, msg))
         elif isinstance(msg, NpuBinds):
             if inc.env.epoch == self.epoch:
                 asyncio.get_running_loop().create_task(self.npu.bind(msg.binds))
@@ -410,6 +459,21 @@ class Backplane:
             n for n, s in self.slots.items() if not s.card.is_management and s.state == "active"
         )
 
+    def _steered(self) -> list[int]:
+        """Packet cards whose SAs the NPU steers to them: the serving ones, and active cards
+        cut off from the supervisor ("unreachable": alive, their tunnels kept)."""
+        return sorted(
+            n
+            for n, s in self.slots.items()
+            if not s.card.is_management
+            and (s.state == "active" or (s.state == "unreachable" and s.role == "active"))
+        )
+
+    @staticmethod
+    def _card_of(peer: bytes | None) -> int | None:
+        name = (peer or b"").decode(errors="replace")
+        return int(name[5:]) if name.startswith("card-") and name[5:].isdigit() else None
+
     def _to_card(self, slot: int, msg: Datagram) -> bool:
         return self.bus.send(msg, to=f"card-{slot}".encode()) is not None
 
@@ -420,6 +484,11 @@ class Backplane:
                 continue
             # A report about a process that already exited must not undo the backplane's "failed".
             if entry.get("pid") == slot.pid or entry.get("state") in ("failed", "offline"):
+                if entry["state"] == "failed" and slot.state != "failed" and entry.get("failed_at"):
+                    # the supervisor's verdict (a hang); an exit the backplane saw itself first
+                    slot.failed_at = entry["failed_at"]
+                    slot.failed_reason = entry.get("failure", "")
+                    slot.detection_ms = entry.get("detection_ms")
                 slot.state = entry["state"]
 
     def capture_start(self, path: str, max_bytes: int = MAX_BYTES) -> dict:
@@ -463,9 +532,13 @@ class Backplane:
                     "pid": s.pid,
                     "uptime_s": round(now - s.started_at, 3) if s.pid else None,
                     "restarts": s.restarts,
+                    "failed_at": s.failed_at,
+                    "failed_reason": s.failed_reason,
+                    "detection_ms": s.detection_ms,
                 }
                 for s in self.slots.values()
             ],
+            "faults": self.fault_list(),
             "npu": dict(self.npu.counts),
             "capture": self.capture.stats() if self.capture is not None else None,
             "lab": {
@@ -485,6 +558,205 @@ class Backplane:
             return json.loads((self.run.root / "lab" / name / "status.json").read_bytes())
         except (OSError, ValueError):
             return None
+
+    # --- faults (chassis/faults.py) ---------------------------------------------
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+        return task
+
+    async def _fault_request(self, inc: Incoming, msg: Request) -> None:
+        try:
+            if msg.method == "fault":
+                result = await self.apply_fault(Fault.from_dict(msg.args.get("fault")))
+            elif msg.method == "fault.list":
+                result = self.fault_list()
+            elif msg.method == "fault.note":
+                result = self.note_lab_fault(msg.args)
+            else:  # fault.clear
+                result = await self.clear_faults()
+        except FaultError as exc:
+            self.bus.reply(inc, False, error=str(exc))
+        except Exception as exc:
+            log.exception("fault %s", msg.args)
+            self.bus.reply(inc, False, error=f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            self.bus.reply(inc, True, result)
+
+    def fault_list(self) -> list[dict]:
+        """The faults in force, oldest first."""
+        records = [*self.hung.values(), *self.ipc_faults.values(), *self.lab_killed.values()]
+        records += [{**r.record, "counts": dict(r.counts)} for r in self.npu.faults.rules]
+        records += self.lab_notes
+        return sorted(
+            ({k: v for k, v in r.items() if k not in ("start", "undo")} for r in records),
+            key=lambda r: r["since"]["monotonic"],
+        )
+
+    @staticmethod
+    def _record(fault: Fault, **extra) -> dict:
+        return {"fault": fault.describe(), "action": fault.action, "target": fault.target,
+                "params": dict(fault.params), "since": timestamp(), **extra}  # fmt: skip
+
+    async def apply_fault(self, fault: Fault) -> dict:
+        """Apply one fault; returns what was done (pid, when)."""
+        if fault.action in ("kill", "hang", "resume"):
+            return self._signal_fault(fault)
+        if fault.action == "ipc":
+            return await self._ipc_fault(fault)
+        if fault.action == "udp":
+            return self._udp_fault(fault)
+        raise FaultError(f"{fault.action} faults are applied by the client, not the backplane")
+
+    def _slot_of(self, fault: Fault, packet_only: bool = False) -> Slot:
+        n = fault.slot
+        if n is None:  # "supervisor"
+            if self.active_mgmt is None:
+                raise FaultError("no active supervisor is attached (it may be restarting)")
+            n = self.active_mgmt
+        if n not in self.slots:
+            types = PLATFORMS.get(self.topology.platform, {})
+            if any(n in slots for slots in types.values()):
+                raise FaultError(
+                    f"slot {n} is empty (no card there in topology {self.topology.name})"
+                )
+            known = ", ".join(f"{t} {'/'.join(map(str, s))}" for t, s in types.items())
+            raise FaultError(f"unknown slot {n} on {self.topology.platform} (slots: {known})")
+        slot = self.slots[n]
+        if packet_only and slot.card.is_management:
+            raise FaultError(
+                f"slot {n} is a management card ({slot.card.label}); {fault.action} faults "
+                "act between the supervisor and one packet card"
+            )
+        return slot
+
+    def _process_of(self, fault: Fault) -> tuple[str, int, int]:
+        """(key, pid, start ticks) of a kill/hang/resume target that has a live process."""
+        peer = fault.lab_peer
+        if peer is not None:
+            if peer not in self.lab:
+                raise FaultError(
+                    f"chassis {self.topology.name} has no lab {peer} (topology lab: {peer}:)"
+                )
+            proc, started = self.lab[peer]
+            if proc.poll() is not None:
+                raise FaultError(f"lab {peer} is not running (exited with {proc.returncode})")
+            return f"lab:{peer}", proc.pid, started
+        slot = self._slot_of(fault)
+        if slot.pid is None:
+            raise FaultError(f"slot {slot.card.slot} has no running process ({slot.state})")
+        return f"slot-{slot.card.slot}", slot.pid, slot.started_ticks
+
+    def _signal_fault(self, fault: Fault) -> dict:
+        key, pid, started = self._process_of(fault)
+        stopped = process_stopped(pid)
+        if fault.action == "hang" and (key in self.hung or stopped):
+            raise FaultError(f"{key} (pid {pid}) is already hung; resume it first")
+        if fault.action == "resume" and key not in self.hung and not stopped:
+            raise FaultError(f"{key} (pid {pid}) is not hung: nothing to resume")
+        sig = {"kill": signal.SIGKILL, "hang": signal.SIGSTOP, "resume": signal.SIGCONT}
+        if not procs.signal_verified(pid, started, sig[fault.action]):
+            raise FaultError(f"{key}: process {pid} is gone")
+        at = timestamp()
+        log.warning("fault: %s (pid %d)", fault.describe(), pid)
+        if fault.action == "hang":
+            self.hung[key] = {**self._record(fault, pid=pid), "target": key, "start": started}
+        elif fault.action == "resume":
+            self.hung.pop(key, None)
+        else:  # kill: the pidfd reports the crash (cards: failed; the active MIO: restarted)
+            self.hung.pop(key, None)
+            if key.startswith("lab:"):
+                self.lab_killed[key[4:]] = self._record(fault, pid=pid)
+                self.save_pids()
+        return {"target": key, "pid": pid, "at": at}
+
+    async def _ipc_fault(self, fault: Fault, timeout: float = CARD_ANSWER_S) -> dict:
+        slot = self._slot_of(fault, packet_only=True)
+        n = slot.card.slot
+        if slot.pid is None:
+            raise FaultError(f"slot {n} has no running process ({slot.state})")
+        if f"slot-{n}" in self.hung:
+            raise FaultError(f"slot {n} is hung; resume it first (a hung card takes no filter)")
+        args = dict(fault.params)
+        try:
+            answer = await self.pending.call(
+                self.bus, Request("ipc.fault", args), to=f"card-{n}".encode(), timeout=timeout
+            )
+        except TimeoutError:
+            raise FaultError(f"card {n} did not answer within {timeout:g} s") from None
+        except RpcError as exc:
+            raise FaultError(f"card {n}: {exc}") from None
+        at = timestamp()
+        log.warning("fault: %s", fault.describe())
+        if fault.params["mode"] == "heal":
+            self.ipc_faults.pop(n, None)
+        else:
+            self.ipc_faults[n] = self._record(fault, pid=answer.get("pid"))
+        return {"target": f"slot-{n}", "pid": answer.get("pid"), "at": at}
+
+    def _udp_fault(self, fault: Fault) -> dict:
+        p = fault.params
+        slot = peer = None
+        if fault.target is not None:
+            slot = self._slot_of(fault, packet_only=True).card.slot
+        elif "peer" in p:
+            peer = peer_address(p["peer"])
+        at = timestamp()
+        if p["mode"] == "heal":
+            gone = self.npu.faults.heal(slot, peer)
+            log.warning("fault: %s (%d rule(s) removed)", fault.describe(), len(gone))
+            return {"target": fault.target, "peer": p.get("peer"), "at": at,
+                    "healed": [r.record["fault"] for r in gone]}  # fmt: skip
+        rule = UdpRule(p["mode"], p["rate"], p.get("ms", 0), slot, peer, f"{p['seed']}:udp",
+                       record=self._record(fault))  # fmt: skip
+        self.npu.faults.add(rule)
+        log.warning("fault: %s", fault.describe())
+        return {"target": fault.target, "peer": p.get("peer"), "at": at}
+
+    def note_lab_fault(self, args: dict) -> dict:
+        """A client set a lab peer's behaviours (a lab fault): keep it in the list, with the
+        values to put back at `fault clear`."""
+        fault = Fault.from_dict(args.get("fault"))
+        if fault.action != "lab":
+            raise FaultError("fault.note records lab faults only")
+        record = {**self._record(fault), "undo": dict(args.get("undo") or {})}
+        self.lab_notes.append(record)
+        return {"fault": record["fault"], "at": record["since"]}
+
+    async def clear_faults(self) -> dict:
+        """Heal everything: resume hung processes, lift IPC filters and UDP rules, restart
+        killed lab peers; the lab behaviours a client set go back to it to undo."""
+        healed = []
+        for rec in list(self.hung.values()):
+            procs.signal_verified(rec["pid"], rec["start"], signal.SIGCONT)
+            healed.append(rec["fault"])
+        self.hung.clear()
+        for n, rec in list(self.ipc_faults.items()):
+            try:
+                await self._ipc_fault(Fault("ipc", f"slot-{n}", {"mode": "heal"}))
+            except FaultError as exc:
+                log.warning("clear: %s: %s", rec["fault"], exc)
+            self.ipc_faults.pop(n, None)
+            healed.append(rec["fault"])
+        healed += [r.record["fault"] for r in self.npu.faults.heal()]
+        restarted = []
+        for name in self.lab_killed:
+            try:
+                self.lab[name][0].wait(timeout=1.0)  # SIGKILLed: gone in a moment
+            except subprocess.TimeoutExpired:
+                log.warning("clear: lab %s is still running; not restarted", name)
+                continue
+            self._spawn_lab(name)
+            restarted.append(name)
+        healed += [rec["fault"] for rec in self.lab_killed.values()]
+        self.lab_killed.clear()
+        if restarted:
+            await self._wait_lab(restarted)
+        lab, self.lab_notes = self.lab_notes, []
+        log.warning("fault clear: %s", ", ".join(healed) or "nothing in force")
+        return {"healed": healed, "lab": lab, "restarted": restarted, "at": timestamp()}
 
     # --- main loop -----------------------------------------------------------
 
@@ -523,6 +795,19 @@ class Backplane:
         shutil.rmtree(self.run.ipc, ignore_errors=True)
         self.run.pids_path.unlink(missing_ok=True)
         log.info("backplane down")
+
+
+FAULT_METHODS = ("fault", "fault.list", "fault.note", "fault.clear")
+
+
+def process_stopped(pid: int) -> bool:
+    """The process is stopped (SIGSTOP: state T in /proc/PID/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 :][:1] in (b"T", b"t")
 
 
 def spawn(

@@ -214,21 +214,174 @@ def cli(run_dir, card):
 
 @main.group()
 def fault() -> None:
-    """Inject faults into a running chassis."""
+    """Inject faults into a running chassis (the drills' vocabulary: chassis/faults.py).
+
+    TARGET is a slot (2 or slot-2), `supervisor` (the active management card) or a lab peer
+    (lab:ca, lab:ocsp, lab:crl, lab:fleet)."""
+
+
+FAULT_JSON = click.option("--json", "as_json", is_flag=True, help="The result as JSON.")
+
+
+def _apply_fault(run_dir, as_json: bool, form: dict, line) -> None:
+    """Build the fault (a bad one is a usage error), apply it, print one line (or JSON)."""
+    from chassis.faults import Fault, FaultError
+
+    try:
+        f = Fault.from_dict(form)
+    except FaultError as exc:
+        raise click.UsageError(str(exc)) from None
+    chassis = open_chassis(run_dir)
+    try:
+        result = chassis.fault(f)
+    except (api.ChassisError, FaultError, TimeoutError) as exc:
+        raise click.ClickException(f"{f.describe()}: {exc}") from None
+    click.echo(json.dumps(result, indent=2) if as_json else line(result))
+
+
+def _done(result: dict) -> str:
+    pid = f" (pid {result['pid']})" if result.get("pid") else ""
+    return f"{result['fault']}: done{pid} at {result['at']['monotonic']:.3f} (monotonic)"
+
+
+def _process_fault(action: str, doc: str):
+    @fault.command(action, help=doc)
+    @click.argument("target")
+    @RUN_DIR
+    @FAULT_JSON
+    def command(target, run_dir, as_json):
+        _apply_fault(run_dir, as_json, {"fault": action, "target": target}, _done)
+
+    return command
+
+
+fault_kill = _process_fault(
+    "kill", "Kill TARGET's process (SIGKILL): a card or supervisor crash, a lab peer gone."
+)
+fault_hang = _process_fault("hang", "Hang TARGET's process (SIGSTOP) until `fault resume`.")
+fault_resume = _process_fault("resume", "Resume TARGET's hung process (SIGCONT).")
+
+RATE = click.option("--rate", type=float, help="Probability (0..1) per message (default 1).")
+DELAY_MS = click.option("--ms", type=float, help="Delay in milliseconds (delay mode).")
+SEED = click.option("--seed", type=int, help="Seed of the random decisions (replayable).")
+
+
+def _rate_params(rate, ms, seed) -> dict:
+    given = {"rate": rate, "ms": ms, "seed": seed}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+@fault.command("ipc")
+@click.argument("mode", type=click.Choice(["drop", "delay", "duplicate", "partition", "heal"]))
+@click.option("--slot", type=int, required=True, help="The packet card.")
+@RATE
+@DELAY_MS
+@SEED
+@RUN_DIR
+@FAULT_JSON
+def fault_ipc(mode, slot, rate, ms, seed, run_dir, as_json):
+    """Drop, delay, duplicate or partition (drop all, both ways) the messages between the
+    supervisor and one packet card; `heal` lifts it."""
+    form = {"fault": "ipc", "target": slot, "mode": mode, **_rate_params(rate, ms, seed)}
+    _apply_fault(run_dir, as_json, form, _done)
+
+
+@fault.command("udp")
+@click.argument("mode", type=click.Choice(["drop", "delay", "heal"]))
+@click.option("--slot", type=int, help="The packet card (datagrams steered to it and its own).")
+@click.option("--peer", metavar="ADDRESS[:PORT]", help="The peer (datagrams from and to it).")
+@RATE
+@DELAY_MS
+@SEED
+@RUN_DIR
+@FAULT_JSON
+def fault_udp(mode, slot, peer, rate, ms, seed, run_dir, as_json):
+    """Drop or delay UDP at the NPU for one packet card or one peer; `heal` lifts it (without
+    --slot or --peer: every udp fault)."""
+    if slot is not None and peer is not None:
+        raise click.UsageError("give --slot or --peer, not both")
+    if slot is None and peer is None and mode != "heal":
+        raise click.UsageError("give --slot N or --peer ADDRESS[:PORT]")
+    form = {"fault": "udp", "mode": mode, **_rate_params(rate, ms, seed)}
+    if slot is not None:
+        form["target"] = slot
+    elif peer is not None:
+        form["peer"] = peer
+    _apply_fault(run_dir, as_json, form, _done)
+
+
+@fault.command("lab")
+@click.argument("peer", type=click.Choice(["ca", "ocsp", "crl", "fleet"]))
+@click.argument("settings", nargs=-1, required=True, metavar="KEY=VALUE...")
+@RUN_DIR
+@FAULT_JSON
+def fault_lab(peer, settings, run_dir, as_json):
+    """Set a lab peer's behaviours, as `chassis lab set` does (down=true, slow=2,
+    error=tryLater, stale=true), kept in the fault list; `fault clear` puts them back."""
+    changes = {}
+    for item in settings:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise click.BadParameter(f"{item!r}: expected KEY=VALUE")
+        try:
+            changes[key] = json.loads(value)
+        except ValueError:
+            changes[key] = value  # a bare word: error=tryLater
+    form = {"fault": "lab", "target": f"lab:{peer}", "set": changes}
+    _apply_fault(run_dir, as_json, form, _done)
 
 
 @fault.command("warp")
 @RUN_DIR
 @click.option("--days", type=float, default=0.0, help="Days to move the wall clock forward.")
 @click.option("--hours", type=float, default=0.0, help="Hours to move the wall clock forward.")
-def fault_warp(run_dir, days, hours):
+@FAULT_JSON
+def fault_warp(run_dir, days, hours, as_json):
     """Move the wall clock of the supervisor and the lab forward (expiry, auto-update, traps)."""
+    form = {
+        "fault": "warp",
+        **({"days": days} if days else {}),
+        **({"hours": hours} if hours else {}),
+    }
+    _apply_fault(run_dir, as_json, form,
+                 lambda r: f"wall clock now {r['now']} (offset {r['offset']:+.0f} s)")  # fmt: skip
+
+
+def _cleared(result: dict) -> str:
+    text = ", ".join(result["healed"]) or "nothing was in force"
+    errors = "; not undone: " + "; ".join(result["errors"]) if result.get("errors") else ""
+    return f"cleared: {text}{errors}"
+
+
+@fault.command("clear")
+@RUN_DIR
+@FAULT_JSON
+def fault_clear(run_dir, as_json):
+    """Heal every fault in force: resume hung processes, lift ipc and udp faults, restart
+    killed lab peers, put lab behaviours back."""
+    _apply_fault(run_dir, as_json, {"fault": "clear"}, _cleared)
+
+
+@fault.command("list")
+@RUN_DIR
+@FAULT_JSON
+def fault_list(run_dir, as_json):
+    """The faults in force, oldest first."""
+    from chassis.faults import FaultError
+
     chassis = open_chassis(run_dir)
     try:
-        result = chassis.warp(days * 86400 + hours * 3600)
-    except (api.ChassisError, TimeoutError) as exc:
+        faults = chassis.faults()
+    except (api.ChassisError, FaultError, TimeoutError) as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(f"wall clock now {result['now']} (offset {result['offset']:+.0f} s)")
+    if as_json:
+        click.echo(json.dumps(faults, indent=2))
+        return
+    now = time.time()
+    for f in faults:
+        click.echo(f"{f['fault']}  (for {now - f['since']['wall']:.1f} s)")
+    if not faults:
+        click.echo("no faults in force")
 
 
 @main.group()

@@ -20,6 +20,7 @@ from pathlib import Path
 from chassis import DISTRIBUTION, procs, topology
 from chassis import backplane as bp
 from chassis.capture import MAX_BYTES, CaptureError, KeyFile
+from chassis.faults import Fault, FaultError, timestamp
 from chassis.ipc import keys as keyring
 from chassis.ipc.rundir import RunDir
 from chassis.ipc.sockets import SyncClient
@@ -326,6 +327,100 @@ class Chassis:
             }
             self._keys = None
         return stats
+
+    # --- faults (chassis/faults.py): `chassis fault ...` and the drills -------------------
+
+    def fault(self, fault: Fault | dict, timeout: float = 10.0) -> dict:
+        """Apply a fault (a Fault or its drill-file dict). Returns {"fault": its description,
+        "at": {"monotonic", "wall"} when it took effect, and details: "target", "pid" of the
+        process acted on, ...}. Raises FaultError for a bad fault or one the chassis refuses
+        (unknown or empty slot, nothing to resume, ...), ChassisError when it is not running."""
+        f = Fault.from_dict(fault)
+        if f.action in ("kill", "hang", "resume", "ipc", "udp"):
+            result = self._fault_call("fault", {"fault": f.to_dict()}, timeout)
+        elif f.action == "lab":
+            result = self._lab_fault(f, timeout)
+        elif f.action == "warp":
+            result = {**self.warp(f.warp_seconds), "at": timestamp()}
+        else:
+            result = self._clear_faults(timeout)
+        return {"fault": f.describe(), **result}
+
+    def faults(self, timeout: float = 5.0) -> list[dict]:
+        """The faults in force, oldest first: {"fault", "action", "target", "params",
+        "since": {"monotonic", "wall"}, ...} (also under "faults" in `status()`)."""
+        return self._fault_call("fault.list", {}, timeout)
+
+    def _fault_call(self, method: str, args: dict, timeout: float):
+        if not self.running():
+            raise ChassisError(f"chassis {self.name} is not running ({self.run.root})")
+        with self._client("backplane", "backplane") as c:
+            reply = c.call(method, args, timeout=timeout)
+        if not reply.ok:
+            raise FaultError(reply.error)
+        return reply.result
+
+    def _lab_behaviours(self, peer: str, timeout: float) -> dict:
+        import httpx
+
+        try:
+            resp = httpx.get(self._lab_admin(peer), timeout=timeout, trust_env=False)
+            resp.raise_for_status()
+            report = resp.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise FaultError(
+                f"lab {peer}: admin not reached: {exc or type(exc).__name__}"
+            ) from None
+        return report.get("behaviour", report)  # the CA's report is flat
+
+    def _lab_fault(self, f: Fault, timeout: float) -> dict:
+        """Set a lab peer's behaviours (as `chassis lab set`), remembering at the backplane
+        what they were so that `fault clear` puts them back. The CA calls `slow` `delay`."""
+        peer, changes = f.lab_peer, dict(f.params["set"])
+        if peer == "ca" and "slow" in changes:  # a float: the CA keeps each value's type
+            slow = changes.pop("slow")
+            changes["delay"] = float(slow) if isinstance(slow, int | float) else slow
+        try:
+            before = self._lab_behaviours(peer, timeout)
+            report = self.lab_set(peer, changes, timeout)
+        except ChassisError as exc:
+            raise FaultError(str(exc)) from None
+        at = timestamp()
+        undo = {k: before[k] for k in changes if k in before}
+        if undo:  # a behaviour in force; one-shot actions (publish, reconnect) are not listed
+            self._fault_call("fault.note", {"fault": f.to_dict(), "undo": undo}, timeout)
+        return {"target": f.target, "report": report, "at": at}
+
+    def _clear_faults(self, timeout: float) -> dict:
+        """Heal every fault in force (hung processes resumed, IPC and UDP faults lifted,
+        killed lab peers restarted, lab behaviours put back as they were)."""
+        result = self._fault_call("fault.clear", {}, max(timeout, 30.0))
+        healed, errors = list(result["healed"]), []
+        if result.get("restarted"):  # a restarted lab peer starts on the unwarped clock
+            try:
+                self._rewarp(result["restarted"], timeout)
+            except (ChassisError, TimeoutError) as exc:
+                errors.append(f"warp of the restarted lab peers: {exc}")
+        for note in reversed(result["lab"]):  # the newest first: the oldest value wins
+            if not note.get("undo"):
+                continue
+            try:
+                self.lab_set(note["target"][4:], note["undo"], timeout)
+                healed.append(note["fault"])
+            except (ChassisError, TimeoutError) as exc:
+                errors.append(f"{note['fault']}: {exc}")
+        return {"healed": healed, "errors": errors, "at": result["at"]}
+
+    def _rewarp(self, peers: list[str], timeout: float) -> None:
+        """Give restarted lab peers the chassis's wall-clock offset (the supervisor's)."""
+        with self._client("cli", "mgmt") as c:
+            reply = c.call("clock.warp", {"seconds": 0}, timeout=timeout)
+        if not reply.ok:
+            raise ChassisError(reply.error)
+        offset = reply.result["offset"]
+        for peer in peers:
+            if offset and "admin" in self.manifest.get("lab", {}).get(peer, {}):
+                self._lab_post(self._lab_admin(peer), {"warp": offset}, timeout)
 
     def down(self, timeout: float = 10.0) -> None:
         """Stop everything this chassis started; no orphan, no socket file survives."""

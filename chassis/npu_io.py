@@ -2,7 +2,8 @@
 
 The steering itself is chassis/npu.py (sans-IO). This module owns the gateway's UDP sockets
 (one per `wsg-service ... bind address`), asks `steer` which card gets each datagram and
-sends the cards' answers from the address the peer talked to.
+sends the cards' answers from the address the peer talked to. `faults` (chassis/npu.py
+UdpFaults) drops or delays datagrams of one card or one peer, both ways (`chassis fault udp`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from chassis.ipc.messages import Datagram, Datagrams
-from chassis.npu import steer
+from chassis.npu import UdpFaults, steer
 
 log = logging.getLogger("npu")
 RCVBUF = 8 << 20  # bytes per gateway socket (the kernel caps it at net.core.rmem_max)
@@ -33,8 +34,18 @@ IKE_PER_MESSAGE = 2
 
 
 class Npu:
-    def __init__(self, deliver: Callable[[int, object], bool], ready: Callable[[], list[int]]):
+    def __init__(
+        self,
+        deliver: Callable[[int, object], bool],
+        ready: Callable[[], list[int]],
+        new_sa: Callable[[], list[int]] | None = None,
+    ):
+        """`ready`: the cards whose SAs are steered to them; `new_sa`: those of them that may
+        take a new IKE SA (default: the ready ones; a card cut off from the supervisor keeps
+        its tunnels but takes no new one)."""
         self.deliver, self.ready = deliver, ready
+        self.new_sa = new_sa or ready
+        self.faults = UdpFaults()
         self.sockets: dict[tuple[str, int], socket.socket] = {}
         self.allowed: dict[
             tuple[str, int], set[int]
@@ -75,7 +86,7 @@ class Npu:
         message (IKE in messages of IKE_PER_MESSAGE): under load the bus and the card pay
         their per-message cost once per burst, and a card's turn stays short."""
         ready = self.ready()
-        takers = [s for s in ready if s in self.allowed.get(local, ())]
+        takers = [s for s in self.new_sa() if s in self.allowed.get(local, ())]
         marked = local[1] != 500  # RFC 3948 framing whenever the gateway's port is not 500
         batches: dict[int, list] = {}  # per card: ESP, in one message
         ike: dict[int, list] = {}  # per card: IKE, IKE_PER_MESSAGE datagrams a message
@@ -98,6 +109,8 @@ class Npu:
                     log.debug("dropped %s from %s:%d: %s", where.kind, *remote, where.reason)
                 continue
             item = [list(local), list(remote), data]
+            if self.faults.rules and not self._faulted(where.slot, remote, item):
+                continue
             if where.kind == "ike":
                 ike.setdefault(where.slot, []).append(item)
             else:
@@ -107,6 +120,19 @@ class Npu:
                 self._hand(slot, items[i : i + IKE_PER_MESSAGE])
         for slot, items in batches.items():
             self._hand(slot, items)
+
+    def _faulted(self, slot: int | None, remote: tuple[str, int], item: list) -> bool:
+        """A udp fault's verdict on a received datagram: True to pass it on now (False: it was
+        dropped, or will be handed to its card later)."""
+        delay = self.faults.decide(slot, remote)
+        if delay is None:
+            self.counts["fault_dropped"] += 1
+            return False
+        if delay:
+            self.counts["fault_delayed"] += 1
+            asyncio.get_running_loop().call_later(delay, self._hand, slot, [item])
+            return False
+        return True
 
     def _hand(self, slot: int, items: list) -> None:
         msg = Datagram(*items[0]) if len(items) == 1 else Datagrams(items)
@@ -118,32 +144,48 @@ class Npu:
         if self.tap is not None:
             self.tap(remote, local, data, False)
         ready = self.ready()
-        takers = [s for s in ready if s in self.allowed.get(local, ())]
+        takers = [s for s in self.new_sa() if s in self.allowed.get(local, ())]
         where = steer(data, remote, local[1], ready, marked=local[1] != 500, new_sa=takers)
         self.counts[where.kind] += 1
+        item = [list(local), list(remote), data]
         if where.slot is None:
             self.counts["dropped"] += 1
-        elif not self.deliver(where.slot, Datagram(list(local), list(remote), data)):
+        elif self.faults.rules and not self._faulted(where.slot, remote, item):
+            pass
+        elif not self.deliver(where.slot, Datagram(*item)):
             self.counts["dropped"] += 1
 
-    def send(self, msg) -> None:
-        """A card's Datagram or Datagrams: each from the gateway address it names."""
+    def send(self, msg, slot: int | None = None) -> None:
+        """A card's Datagram or Datagrams (from card `slot`): each from the gateway address
+        it names."""
         items = msg.items if isinstance(msg, Datagrams) else [[msg.local, msg.remote, msg.data]]
         for local, remote, data in items:
             local, remote = (local[0], int(local[1])), (remote[0], int(remote[1]))
-            sock = self.sockets.get(local)
-            if sock is None:
-                self.counts["unroutable"] += 1
-                continue
-            try:
-                sock.sendto(data, remote)
-            except OSError as exc:  # full buffer, unreachable: the peer retransmits
-                self.counts["send_failed"] += 1
-                log.debug("udp %s -> %s: %s", local, remote, exc)
-                continue
-            self.counts["sent"] += 1
-            if self.tap is not None:
-                self.tap(local, remote, data, True)
+            if self.faults.rules:
+                delay = self.faults.decide(slot, remote)
+                if delay is None:
+                    self.counts["fault_dropped"] += 1
+                    continue
+                if delay:
+                    self.counts["fault_delayed"] += 1
+                    asyncio.get_running_loop().call_later(delay, self._send, local, remote, data)
+                    continue
+            self._send(local, remote, data)
+
+    def _send(self, local: tuple[str, int], remote: tuple[str, int], data: bytes) -> None:
+        sock = self.sockets.get(local)
+        if sock is None:
+            self.counts["unroutable"] += 1
+            return
+        try:
+            sock.sendto(data, remote)
+        except OSError as exc:  # full buffer, unreachable: the peer retransmits
+            self.counts["send_failed"] += 1
+            log.debug("udp %s -> %s: %s", local, remote, exc)
+            return
+        self.counts["sent"] += 1
+        if self.tap is not None:
+            self.tap(local, remote, data, True)
 
     def _close(self, loop, local: tuple[str, int]) -> None:
         sock = self.sockets.pop(local)

@@ -168,6 +168,7 @@ class Supervisor:
         self.map_owner: dict[str, int | None] = {}  # crypto map -> the slot that initiates it
         self.card_maps: dict[int, list[str]] = {}  # what each card says it initiates
         self.telling: set[int] = set()  # slots with an assignment in flight
+        self.asking: asyncio.Task | None = None  # card.seen: a question to the backplane
         self.services: list[dict] = []  # bound wsg-services: address, port, context/template
         self.engine = Engine(
             System(self),
@@ -374,6 +375,9 @@ class Supervisor:
         should initiate is told again (it reports its list in every CardStatus)."""
         for bind in binds:
             if bind.get("map"):
+                owner = self.map_owner.get(bind["template"])
+                if owner is not None and self.cards.cards[owner].state == "unreachable":
+                    continue  # cut off but alive: it still holds the map's SA
                 able = [s for s in bind["slots"] if self.cards.cards[s].in_service]
                 if self.map_owner.get(bind["template"]) not in able:
                     self.map_owner[bind["template"]] = min(able, default=None)
@@ -412,9 +416,14 @@ class Supervisor:
             self.ctl.pump()  # deadlines only after every queued heartbeat
             now = self.mono.now()
             for slot in self.cards.check(now):
-                log.warning("slot %d: failed: %s", slot, self.cards.cards[slot].failure)
-                self.card_maps.pop(slot, None)
-                self.assign_maps(self.npu_binds)  # its crypto maps go to another card
+                card = self.cards.cards[slot]
+                log.warning("slot %d: %s: %s", slot, card.state, card.failure)
+                if card.state == "failed":
+                    self.card_maps.pop(slot, None)
+                    self.assign_maps(self.npu_binds)  # its crypto maps go to another card
+            late = self.cards.late(now)
+            if late and (self.asking is None or self.asking.done()):
+                self.asking = self._spawn(self._ask_backplane(late))
             if now - beat >= self.interval:
                 beat = now
                 for slot, card in self.cards.cards.items():
@@ -440,6 +449,20 @@ class Supervisor:
                 self.bp.send(CardStates(self.cards.states()))
 
     # --- the backplane -------------------------------------------------------
+
+    async def _ask_backplane(self, slots: list[int]) -> None:
+        """When did the backplane last hear these cards (their heartbeats on its channel)?
+        A card it still hears is cut off from us, not hung (supervisor/cards.py)."""
+        try:
+            seen = await self.pending.call(
+                self.bp, Request("card.seen", {"slots": slots}), timeout=self.interval
+            )
+        except (TimeoutError, RpcError) as exc:
+            log.debug("card.seen: %s", exc)
+            return
+        for slot, sent in seen.items():
+            if isinstance(sent, int | float):
+                self.cards.on_backplane_seen(int(slot), sent)
 
     def on_backplane(self, inc: Incoming, env: Envelope) -> None:
         msg, now = env.msg, self.mono.now()
@@ -492,6 +515,8 @@ class Supervisor:
         """Every card in service's IKE SAs ("ike.sas") or CHILD_SAs ("ipsec.sas"), asked at
         once; a card that does not answer in time maps to None (the show says so)."""
         slots = [s for s in self.packet_slots if self.cards.cards[s].in_service]
+        # cut off from us (an IPC partition): its tunnels are up but it cannot be asked
+        cut_off = {s: None for s in self.packet_slots if self.cards.cards[s].state == "unreachable"}
 
         async def ask(slot: int):
             try:
@@ -502,7 +527,7 @@ class Supervisor:
                 log.warning("slot %d: no answer to %s: %s", slot, method, exc or "timeout")
                 return slot, None
 
-        return dict(await asyncio.gather(*(ask(s) for s in slots)))
+        return dict(await asyncio.gather(*(ask(s) for s in slots))) | cut_off
 
     async def _ike_keys(self, inc: Incoming) -> None:
         """The keys of every IKE SA and CHILD_SA of the cards in service, for the key file of

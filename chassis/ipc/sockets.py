@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import random
 import time
+from collections import Counter, deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,51 @@ class Incoming:
     topic: bytes | None
     env: Envelope | None
     error: DecodeError | None = None
+
+
+class IpcFault:
+    """What a fault does to one channel's messages; sans-IO: decide() says, the Channel acts.
+
+    mode: "drop" (each message with probability `rate`), "delay" (each by `ms`, with
+    probability `rate`), "duplicate" (each twice, with probability `rate`), "partition"
+    (every message, both ways). The generator is seeded: the same seed and the same sequence
+    of messages give the same decisions.
+    """
+
+    MODES = ("drop", "delay", "duplicate", "partition")
+
+    def __init__(self, mode: str, rate: float = 1.0, ms: float = 0.0, seed=0) -> None:
+        if mode not in self.MODES:
+            raise ValueError(f"ipc fault mode {mode!r}: one of {', '.join(self.MODES)}")
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+            raise ValueError(f"rate {rate!r}: a probability between 0 and 1")
+        if isinstance(ms, bool) or not isinstance(ms, int | float) or ms < 0:
+            raise ValueError(f"ms {ms!r}: milliseconds (>= 0)")
+        self.mode, self.rate, self.ms, self.seed = mode, float(rate), float(ms), seed
+        self.rng = random.Random(seed)
+        self.counts: Counter[str] = Counter()
+
+    def decide(self, direction: str) -> tuple[int, float]:
+        """(copies, delay in seconds) for the next message going `direction` ("in"/"out"):
+        0 copies drops it, 2 duplicates it."""
+        self.counts[direction] += 1
+        if self.mode == "partition":
+            self.counts["dropped"] += 1
+            return 0, 0.0
+        if self.rng.random() >= self.rate:
+            return 1, 0.0
+        if self.mode == "drop":
+            self.counts["dropped"] += 1
+            return 0, 0.0
+        if self.mode == "duplicate":
+            self.counts["duplicated"] += 1
+            return 2, 0.0
+        self.counts["delayed"] += 1
+        return 1, self.ms / 1000
+
+    def describe(self) -> dict:
+        return {"mode": self.mode, "rate": self.rate, "ms": self.ms, "seed": self.seed,
+                "counts": dict(self.counts)}  # fmt: skip
 
 
 class Node:
@@ -135,6 +182,10 @@ class Channel:
         self._handler = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduled = False  # a bounded turn (_readable) is queued on the loop
+        self.fault: IpcFault | None = None  # fault injection: see IpcFault
+        self._held: deque[Incoming] = deque()  # duplicated incoming messages, next to hand out
+        self._later: deque[tuple[float, object]] = deque()  # delayed actions, in order
+        self._later_timer: asyncio.TimerHandle | None = None
 
     def envelope(self, msg, *, id: int | None = None, seq: int | None = None) -> Envelope:
         return Envelope(
@@ -149,13 +200,27 @@ class Channel:
     def send(
         self, msg, *, to: bytes | None = None, topic: bytes | None = None, seq=None
     ) -> int | None:
-        """Send without blocking; returns the message id, or None when dropped."""
+        """Send without blocking; returns the message id, or None when dropped.
+
+        A message an IpcFault drops (or delays) counts as sent: the sender cannot tell."""
         env = self.envelope(msg, seq=seq)
         frames = [encode(env)]
         if self.kind == "router":
             frames.insert(0, to)
         elif self.kind == "pub":
             frames.insert(0, topic or b"")
+        if self.fault is not None:
+            copies, delay = self.fault.decide("out")
+            if delay:
+                self._defer(delay, lambda: self.sock.closed or self._send_frames(frames, env, to))
+                return env.id
+            for _ in range(copies - 1):
+                self._send_frames(frames, env, to)
+            if copies == 0:
+                return env.id
+        return env.id if self._send_frames(frames, env, to) else None
+
+    def _send_frames(self, frames: list, env: Envelope, to) -> bool:
         try:
             self.sock.send_multipart(frames, flags=zmq.NOBLOCK)
         except (
@@ -163,11 +228,35 @@ class Channel:
         ) as exc:  # Again at the high-water mark, EHOSTUNREACH for an unknown peer
             self.node.dropped += 1
             log.debug("dropped %s to %r: %s", env.type, to, exc)
-            return None
+            return False
         finally:
             if self._handler is not None and self.sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 self._schedule()
-        return env.id
+        return True
+
+    def _defer(self, delay: float, action) -> bool:
+        """Run `action` `delay` seconds from now, after every action deferred before it."""
+        try:
+            loop = self._loop or asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a blocking user): no delay
+            action()
+            return False
+        self._later.append((loop.time() + delay, action))
+        if self._later_timer is None:
+            self._later_timer = loop.call_at(self._later[0][0], self._run_later)
+        return True
+
+    def _run_later(self) -> None:
+        self._later_timer = None
+        loop = self._loop or asyncio.get_running_loop()
+        while self._later and self._later[0][0] <= loop.time():
+            _, action = self._later.popleft()
+            try:
+                action()
+            except Exception:
+                log.exception("delayed message")
+        if self._later:
+            self._later_timer = loop.call_at(self._later[0][0], self._run_later)
 
     def reply(self, request: Incoming, ok: bool, result=None, error: str = "") -> None:
         self.send(Reply(request.env.id, ok, result, error), to=request.peer)
@@ -192,10 +281,29 @@ class Channel:
             return Incoming(peer, topic, None, exc)
 
     def _next(self) -> Incoming | None:
-        try:
-            return self._parse(self.sock.recv_multipart(flags=zmq.NOBLOCK))
-        except zmq.Again:
-            return None
+        if self.fault is None and not self._held:
+            try:
+                return self._parse(self.sock.recv_multipart(flags=zmq.NOBLOCK))
+            except zmq.Again:
+                return None
+        while True:  # fault injection: the queue's messages dropped, duplicated or delayed
+            if self._held:
+                return self._held.popleft()
+            try:
+                inc = self._parse(self.sock.recv_multipart(flags=zmq.NOBLOCK))
+            except zmq.Again:
+                return None
+            if self.fault is None:
+                return inc
+            copies, delay = self.fault.decide("in")
+            if copies == 0:
+                continue
+            if delay and self._handler is not None:
+                self._defer(delay, lambda inc=inc: self._handler and self._handler(inc))
+                continue
+            if copies == 2:
+                self._held.append(inc)
+            return inc
 
     BATCH = 64  # messages handled per turn of the event loop when listening
     BUDGET_S = 0.02  # ... or fewer, once this much time is spent: timers run in between
@@ -258,6 +366,10 @@ class Channel:
     def close(self) -> None:
         if self.sock.closed:
             return
+        if self._later_timer is not None:
+            self._later_timer.cancel()
+            self._later_timer = None
+        self._later.clear()
         if self._handler is not None and not self._loop.is_closed():
             self._loop.remove_reader(self.sock.getsockopt(zmq.FD))
             self._handler = None
