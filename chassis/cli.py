@@ -609,3 +609,7 @@ def validate(files):
 
 if __name__ == "__main__":
     main()
+
+from chassis.drill_cli import drill  # noqa: E402  (chassis drill: chassis/drill_cli.py)
+
+main.add_command(drill)
