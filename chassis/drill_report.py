@@ -36,9 +36,12 @@ def _fleet(sample: dict, key: str):
     return (sample.get("fleet") or {}).get(key)
 
 
-def fault_figures(fault: dict, timeline: list[dict], until: float | None = None) -> dict:
+def fault_figures(
+    fault: dict, timeline: list[dict], until: float | None = None, revoked: tuple = ()
+) -> dict:
     """The figures of one fault from the samples taken after it (``until``: the next fault,
-    where its tunnel losses stop counting)."""
+    where its tunnel losses stop counting). ``revoked``: when eNodeBs were revoked (drill
+    seconds); a revoked eNodeB is not expected back, the pre-fault count drops by one."""
     t = fault["t"]
     after = [s for s in timeline if s["t"] >= t]
     out: dict = {}
@@ -82,8 +85,9 @@ def fault_figures(fault: dict, timeline: list[dict], until: float | None = None)
         if dip is not None:
             pair = (gw if gw is not None else -1, up if up is not None else -1)
             lowest = pair if lowest is None else (min(lowest[0], pair[0]), min(lowest[1], pair[1]))
-            back = (gw0 is None or (gw is not None and gw >= gw0)) and (
-                fl0 is None or (up is not None and up >= fl0)
+            gone = sum(1 for r in revoked if r <= s["t"])
+            back = (gw0 is None or (gw is not None and gw >= gw0 - gone)) and (
+                fl0 is None or (up is not None and up >= fl0 - gone)
             )
             if back and s["t"] > dip:
                 out["recovery_s"] = round(s["t"] - t, 3)
@@ -129,9 +133,10 @@ def fault_figures(fault: dict, timeline: list[dict], until: float | None = None)
 def build(*, drill, seed, schedule, steps, faults, timeline, traps, revocations, accepted,
           cmp_lost, cmp, started, duration_s, chassis, notes) -> dict:  # fmt: skip
     """The report (report.json) from what a run recorded."""
+    revoked_times = tuple(r["t"] for r in revocations)
     for i, fault in enumerate(faults):
         nxt = next((f["t"] for f in faults[i + 1 :] if not f.get("recovery_action")), None)
-        fault["figures"] = fault_figures(fault, timeline, nxt)
+        fault["figures"] = fault_figures(fault, timeline, nxt, revoked_times)
     end_lost = next((_fleet(s, "lost") for s in reversed(timeline)
                      if _fleet(s, "lost") is not None), None)  # fmt: skip
     start_lost = next((_fleet(s, "lost") for s in timeline if _fleet(s, "lost") is not None), None)

@@ -939,6 +939,27 @@ def enodeb_fqdn(index: int) -> str:
 _LOG_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) ")
 
 
+def _card_logs(logs_dir: Path) -> list[str]:
+    return [p for p in sorted(glob.glob(str(Path(logs_dir) / "*.log")))
+            if Path(p).name.startswith(("dpc-", "vsm-"))]  # fmt: skip
+
+
+def _accepted_in(text: str, name: str, wanted: dict[str, float]) -> list[dict]:
+    out = []
+    for line in text.splitlines():
+        if "IKE SA up with " not in line:
+            continue
+        peer = line.split("IKE SA up with ", 1)[1].split(" ", 1)[0]
+        since = wanted.get(peer)
+        m = _LOG_TIME.match(line)
+        if since is None or not m:
+            continue
+        when = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+        if when > since:
+            out.append({"card_log": name, "peer": peer, "wall": when, "line": line.strip()})
+    return out
+
+
 def accepted_after(logs_dir: Path, revocations: list[dict]) -> list[dict]:
     """IKE SAs a packet card brought up (after IKE_AUTH: `IKE SA up with ID`) for a revoked
     eNodeB after its revocation returned: authentications wrongly accepted. Log times are
@@ -947,26 +968,45 @@ def accepted_after(logs_dir: Path, revocations: list[dict]) -> list[dict]:
         return []
     wanted = {r["fqdn"]: r["wall"] for r in revocations}
     out = []
-    for path in sorted(glob.glob(str(Path(logs_dir) / "*.log"))):
-        name = Path(path).name
-        if not name.startswith(("dpc-", "vsm-")):
-            continue
+    for path in _card_logs(logs_dir):
         try:
             text = Path(path).read_text(errors="replace")
         except OSError:
             continue
-        for line in text.splitlines():
-            if "IKE SA up with " not in line:
-                continue
-            peer = line.split("IKE SA up with ", 1)[1].split(" ", 1)[0]
-            since = wanted.get(peer)
-            m = _LOG_TIME.match(line)
-            if since is None or not m:
-                continue
-            when = dt.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
-            if when > since:
-                out.append({"card_log": name, "peer": peer, "wall": when, "line": line.strip()})
+        out += _accepted_in(text, Path(path).name, wanted)
     return out
+
+
+class AcceptedScanner:
+    """accepted_after, read incrementally: each poll reads only what the cards' logs gained
+    (a line logged before a revocation can never count against it)."""
+
+    def __init__(self, logs_dir: Path) -> None:
+        self.logs_dir = Path(logs_dir)
+        self.offsets = {p: os.path.getsize(p) for p in _card_logs(self.logs_dir)}
+        self.found: list[dict] = []
+
+    def scan(self, revocations: list[dict]) -> list[dict]:
+        wanted = {r["fqdn"]: r["wall"] for r in revocations}
+        for path in _card_logs(self.logs_dir):
+            at = self.offsets.get(path, 0)
+            try:
+                size = os.path.getsize(path)
+                if size < at:  # a new file under the old name: read it all
+                    at = 0
+                if not wanted:
+                    self.offsets[path] = size
+                    continue
+                with open(path, "rb") as f:
+                    f.seek(at)
+                    data = f.read(size - at)
+            except OSError:
+                continue
+            whole = data.rfind(b"\n") + 1  # a line being written is read next time
+            self.offsets[path] = at + whole
+            text = data[:whole].decode(errors="replace")
+            self.found += _accepted_in(text, Path(path).name, wanted)
+        return list(self.found)
 
 
 def find_serials(run_root: Path, fqdn: str) -> list[int]:
@@ -1103,6 +1143,7 @@ class Runner:
         self.certs_watched = self._certificates_named()
         self._sampler: threading.Thread | None = None
         self.latest: dict | None = None
+        self._scanner: AcceptedScanner | None = None
 
     # --- what the drill reads ---------------------------------------------------------
     def _certificates_named(self) -> set[str]:
@@ -1141,7 +1182,9 @@ class Runner:
         return "".join(out)
 
     def accepted(self) -> list[dict]:
-        return accepted_after(self.chassis.run.logs, self.revocations)
+        if self._scanner is None:
+            self._scanner = AcceptedScanner(self.chassis.run.logs)
+        return self._scanner.scan(self.revocations)
 
     # --- the timeline --------------------------------------------------------------------
     def _take_sample(self, session_box: list, certs_due: list) -> dict:
@@ -1251,7 +1294,8 @@ class Runner:
         if self.faults:
             with self.lock:
                 timeline = list(self.samples)
-            figures = drill_report.fault_figures(self.faults[-1], timeline)
+            revoked = tuple(r["t"] for r in self.revocations)
+            figures = drill_report.fault_figures(self.faults[-1], timeline, None, revoked)
         return Observation(
             status=sample.get("status") or {},
             cards=sample.get("rows") or [],
@@ -1436,6 +1480,7 @@ class Runner:
         self.t0 = time.monotonic()
         logs = self.chassis.run.logs
         self.start["log_sizes"] = {p: os.path.getsize(p) for p in glob.glob(str(logs / "*.log"))}
+        self._scanner = AcceptedScanner(logs)
         if self._wants_traps():
             self.traps = TrapReceiver(self.t0)
             res = self.exec("configure", f"snmp target {TRAP_TARGET} 127.0.0.1 port "

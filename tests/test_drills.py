@@ -449,6 +449,36 @@ def test_authentications_after_a_revocation_come_from_the_cards_logs(tmp_path):
     assert drills.accepted_after(tmp_path, []) == []
 
 
+def test_the_scanner_reads_only_what_the_logs_gained(tmp_path):
+    log = tmp_path / "dpc-1.log"
+    log.write_text("2026-03-01 12:00:05,000 s card INFO IKE SA up with enb0003.lab.example x\n")
+    scanner = drills.AcceptedScanner(tmp_path)  # what was there before the drill: skipped
+    cut = dt.datetime(2026, 3, 1, 12, 0, 0).timestamp()
+    revoked = [{"fqdn": "enb0003.lab.example", "wall": cut}]
+    assert scanner.scan([]) == [] and scanner.scan(revoked) == []
+    with log.open("a") as f:
+        f.write(
+            "2026-03-01 12:00:06,000 s card INFO IKE SA up with enb0003.lab.example x\n"
+            "2026-03-01 12:00:07,000 s card INFO IKE SA up with enb0003"
+        )  # half a line
+    assert len(scanner.scan(revoked)) == 1
+    with log.open("a") as f:
+        f.write(".lab.example x\n")
+    assert [r["wall"] for r in scanner.scan(revoked)] == [cut + 6, cut + 7]
+
+
+def test_a_revoked_enodeb_is_not_expected_back_for_the_recovery():
+    tl = [{"t": t / 10, "gateway": 24 if t < 20 or t >= 40 else 12, "cards": {},
+           "fleet": {"up": 24 if t < 20 else (12 if t < 40 else 23), "lost": 0}}
+          for t in range(60)]  # fmt: skip
+    for s in tl[40:]:
+        s["gateway"] = 23
+    fault = {"t": 1.5, "target_slot": None, "recovery_action": False,
+             "before": {"gateway": 24, "fleet_up": 24, "fleet_lost": 0}}  # fmt: skip
+    assert drill_report.fault_figures(fault, tl)["recovery_s"] is None
+    assert drill_report.fault_figures(fault, tl, revoked=(1.0,))["recovery_s"] == 2.5
+
+
 def test_an_enodeb_serial_comes_from_the_lab_ca_database(tmp_path):
     home = tmp_path / "lab" / "ca"
     home.mkdir(parents=True)
