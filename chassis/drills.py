@@ -1458,6 +1458,8 @@ class Runner:
                 if not record["recovery_action"]:
                     self.vars["baseline"] = before.get("fleet_up")
                 detail = record["description"]
+                if not step.options.get("label"):  # what the seed made of it
+                    result["label"] = detail
         except NotImplementedError as exc:
             ok, detail, result["blocked"] = False, str(exc), True
         except Exception as exc:  # noqa: BLE001 - a step that breaks fails, the drill reports
