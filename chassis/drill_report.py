@@ -10,7 +10,8 @@ the fleet's counters (the eNodeBs' view). Figures per fault:
     recovery_s     fault -> tunnels back to the pre-fault count, at the gateway and at the
                    eNodeBs, after a dip (no dip: nothing to recover)
     card_back_s    fault -> the failed card in service again
-    tunnels_lost   tunnels the fleet saw go, until the next fault
+    tunnels_lost   tunnels the fleet saw go, until the next fault (and, drill-wide,
+                   gateway_drop: the largest fall of the gateway's own count after a fault)
     renewal_s      fault -> a certificate renewed and held by every card in service
 
 The HTML page draws tunnels per card (and the gateway's and fleet's totals) with an inline
@@ -149,12 +150,19 @@ def build(*, drill, seed, schedule, steps, faults, timeline, traps, revocations,
     for trap in traps:
         name = "cert-expiry" if trap.get("oid") == "1.3.6.1.3.8164.1.1" else str(trap.get("oid"))
         trap_counts[name] = trap_counts.get(name, 0) + 1
+    drops = [
+        f["before"]["gateway"] - f["figures"]["lowest"]["gateway"]
+        for f in faults
+        if (f.get("before") or {}).get("gateway") is not None
+        and (f["figures"].get("lowest") or {}).get("gateway", -1) >= 0
+    ]
     figures = {
         "detection_ms": max(detections) if detections else None,
         "detection_ms_each": detections,
         "recovery_s": (None if None in recoveries else max(recoveries)) if recoveries else None,
         "recovery_s_each": recoveries,
         "tunnels_lost": (end_lost - start_lost) if None not in (end_lost, start_lost) else None,
+        "gateway_drop": max(drops) if drops else 0,  # the largest fall of the gateway's count
         "cmp_lost": cmp_lost,
         "revoked_accepted": len(accepted),
         "renewal_s": renewals or None,
@@ -220,8 +228,11 @@ def figure_lines(report: dict) -> list[tuple[str, str]]:
                 text = f"{fig['recovery_s']:g} s"
             out.append(("recovery time", text))
         elif metric == "tunnels_lost":
-            out.append(("tunnels lost", "-" if fig["tunnels_lost"] is None
-                        else str(fig["tunnels_lost"])))  # fmt: skip
+            text = "-" if fig["tunnels_lost"] is None else str(fig["tunnels_lost"])
+            drop = fig.get("gateway_drop") or 0
+            if drop:
+                text += f" (counted by the eNodeBs); the gateway's count fell by {drop} at most"
+            out.append(("tunnels lost", text))
         elif metric == "cmp_lost":
             out.append(("CMP transactions lost", "-" if fig["cmp_lost"] is None
                         else str(fig["cmp_lost"])))  # fmt: skip

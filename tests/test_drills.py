@@ -400,7 +400,9 @@ def test_a_report_renders_json_and_html_with_the_timeline_and_the_seed(tmp_path)
     assert fig["traps"] == {"cert-expiry": 1}
     assert "Key material" in report["seed_note"] and "stays random" in report["seed_note"]
     lines = dict(drill_report.figure_lines(report))
-    assert lines == {"detection time": "4 ms", "recovery time": "7 s", "tunnels lost": "6"}
+    assert fig["gateway_drop"] == 6
+    assert lines == {"detection time": "4 ms", "recovery time": "7 s", "tunnels lost": "6 "
+                     "(counted by the eNodeBs); the gateway's count fell by 6 at most"}  # fmt: skip
 
     json_path, html_path = drill_report.write(report, tmp_path / "out")
     again = json.loads(json_path.read_text())
