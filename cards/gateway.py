@@ -238,13 +238,17 @@ class Gateway:
                 self.sinks[local] = sink_settings(block)
                 if self._built.get(local) != fingerprint:
                     config = self._config(block, ctx, credentials, initiator, share)
-                    self.dp.forget(local)  # the old endpoint's children go with it
-                    self.endpoints[local] = self._endpoint(local, config)
+                    what = f"crypto map {name}" if initiator else f"crypto template {name}"
+                    if local in self.endpoints:
+                        # A renewed certificate or an edited template: the SAs up stay up
+                        # (a real SeGW does not drop its tunnels on `kur`); what they do next
+                        # follows the new configuration.
+                        self.endpoints[local].reconfigure(config)
+                        log.info("serving %s:%d with %s, reconfigured", *local, what)
+                    else:
+                        self.endpoints[local] = self._endpoint(local, config)
+                        log.info("serving %s:%d with %s", *local, what)
                     self._built[local] = fingerprint
-                    if initiator:
-                        maps[local] = MapState(name, maps[local].peer)  # a new endpoint: new SA
-                    log.info("serving %s:%d with %s", *local,
-                             f"crypto map {name}" if initiator else f"crypto template {name}")  # fmt: skip
         for local in set(self.endpoints) - set(wanted):
             del self.endpoints[local], self._built[local]
             self.dp.forget(local)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import datetime
 import importlib
 import logging
 import os
@@ -26,7 +25,7 @@ from collections import Counter
 from cards import http1, templates
 from cards.credentials import Credentials
 from cards.crls import CrlEntry, CrlStore
-from chassis.clock import MonotonicClock
+from chassis.clock import MonotonicClock, WallClock
 from chassis.ipc import keys as keyring
 from chassis.ipc.buffers import return_big_buffers
 from chassis.ipc.clone import Outcome, Replica
@@ -70,6 +69,7 @@ class Card:
         self.credentials.pushed = self.cred_replica.entries
         self.template_status: dict[str, str] = {}
         self.loading_gateway = False
+        self.wall = WallClock()  # certificate validity and revocation: `chassis fault warp`
         self.crls = CrlStore()  # the CRLs from the management card, by name and by URL
         self.crl_fetches: dict[str, asyncio.Future] = {}  # CDP URL -> the request in flight
         self.owned_maps: list[str] = []  # crypto maps the supervisor has this card initiate
@@ -370,6 +370,7 @@ class Card:
     def check_templates(self, force: bool = False) -> None:
         """Re-evaluate which crypto templates this card can serve; log and report changes."""
         self._sync_crls()
+        self.wall.offset = float((self.replica.entries.get("clock") or {}).get("offset", 0.0))
         status = templates.readiness(self.config.get("config", {}), self.credentials)
         tree = self.config.get("config", {})
         if self.gateway is None and any(
@@ -481,9 +482,7 @@ class Card:
         the supervisor declare this card hung."""
         module = await asyncio.to_thread(importlib.import_module, "cards.gateway")
         cookie = (self.run.keys / "ike-cookie.secret").read_bytes()
-        self.gateway = module.Gateway(
-            self.slot, os.urandom, lambda: datetime.datetime.now(datetime.UTC), cookie
-        )
+        self.gateway = module.Gateway(self.slot, os.urandom, self.wall.datetime, cookie)
         self.gateway.crls = self.crls
         self.gateway.owned = set(self.owned_maps)
         self.check_templates(force=True)

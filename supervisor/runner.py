@@ -577,6 +577,8 @@ class Supervisor:
                 self.cli.reply(inc, False, error="clock.warp needs a number of seconds")
                 return
             self.wall.warp(float(seconds))
+            for slot in self.packet_slots:  # the cards check certificates on this clock too
+                self.fanout.set_config(slot, "clock", {"offset": self.wall.offset})
             log.warning(
                 "wall clock warped by %+.0f s, now %s", seconds, self.wall.datetime().isoformat()
             )

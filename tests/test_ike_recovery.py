@@ -128,3 +128,19 @@ def test_the_sync_notify_carries_nonce_and_both_ids():
     assert n.type == NotifyType.IKEV2_MESSAGE_ID_SYNC and len(n.data) == 12
     assert int.from_bytes(n.data[4:8]) == restored.send_mid + MARGIN
     assert int.from_bytes(n.data[8:12]) == restored.recv_mid
+
+
+def test_a_reconfigured_endpoint_keeps_its_sas():
+    """A renewed certificate (kur) or an edited template reaches the card as a new
+    IkeConfig: the SAs up stay up and use it from their next exchange."""
+    pair = Pair().established()
+    sa = pair.sa("r")
+    new = gw_config(dpd_interval_s=30.0)
+    pair.r.reconfigure(new)
+    assert pair.sa("r") is sa and sa.config is new and pair.r.config is new
+    liveness(pair, "i")
+    liveness(pair, "r")
+    assert len(pair.of("i", Alive)) == 1 and len(pair.of("r", Alive)) == 1
+    old = next(iter(pair.sa("i").children))
+    pair.run(pair._split("i", pair.i.rekey_child(pair.sa("i").spi_i, old, pair.now)))
+    assert pair.of("r", ChildEstablished) and not pair.of("r", Dropped)

@@ -187,6 +187,16 @@ class Endpoint:
         sa = IkeSa.from_checkpoint(checkpoint, self.config, self.rand, self.wall_clock, now)
         return self.adopt(sa)
 
+    def reconfigure(self, config: IkeConfig) -> None:
+        """New settings for this endpoint (a renewed certificate, an edited template): every
+        SA stays up and follows them from its next step; its inner addresses stay taken."""
+        self.config = config
+        for sa in self.sas.values():
+            sa.config = config
+            if config.addresses is not None:
+                for address in sa.assigned:
+                    config.addresses.reserve(address)
+
     def adopt(self, sa: IkeSa) -> IkeSa:
         """Serve an IKE SA restored elsewhere (a standby card's, cards/recovery.py)."""
         sa.config, sa.rand, sa.wall_clock = self.config, self.rand, self.wall_clock
