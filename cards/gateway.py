@@ -357,6 +357,11 @@ class Gateway:
         for endpoint in self.endpoints.values():
             endpoint.track_changes()
 
+    def disable_checkpoints(self) -> None:
+        self.checkpointing = False
+        for endpoint in self.endpoints.values():
+            endpoint.track_changes(False)
+
     def checkpoint_batch(self, outbox, full: bool = False) -> dict | None:
         """The SAs changed since the last batch (``full``: all of them) for the standby."""
         seq = self.dp.take_seq()

@@ -25,6 +25,7 @@ from collections import Counter
 from cards import http1, templates
 from cards.credentials import Credentials
 from cards.crls import CrlEntry, CrlStore
+from cards.recovery import Holding, Outbox
 from chassis.clock import MonotonicClock, WallClock
 from chassis.ipc import keys as keyring
 from chassis.ipc.buffers import return_big_buffers
@@ -72,6 +73,13 @@ class Card:
         self.wall = WallClock()  # certificate validity and revocation: `chassis fault warp`
         self.crls = CrlStore()  # the CRLs from the management card, by name and by URL
         self.crl_fetches: dict[str, asyncio.Future] = {}  # CDP URL -> the request in flight
+        # session recovery (cards/recovery.py): our checkpoints to the standby, when we are
+        # active and one is in service; the checkpoints we hold as the standby, per card
+        self.outbox: Outbox | None = None
+        self.ckpt_to: int | None = None
+        self.ckpt_full = False
+        self.ckpt_task: asyncio.Task | None = None
+        self.holdings: dict[int, Holding] = {}
         self.owned_maps: list[str] = []  # crypto maps the supervisor has this card initiate
         self.gateway = None  # built when a service is bound: the IKE modules take 0.1 s to load
         self.counters: Counter[str] = Counter()
@@ -166,6 +174,10 @@ class Card:
                 self._ike(self.gateway.own_maps(self.owned_maps, self.mono.now()))
             self.ctl.reply(inc, True, self.owned_maps)
             self._report()
+        elif isinstance(msg, Request) and msg.method == "ckpt.hold":  # we are the standby
+            self._hold(inc, msg.args)
+        elif isinstance(msg, Request) and msg.method == "takeover":
+            self._take_over(inc, int(msg.args["slot"]))
         elif isinstance(msg, Request) and msg.method == "credentials":
             self.ctl.reply(inc, True, self.credentials.summary())
         elif isinstance(msg, Error):
@@ -182,6 +194,7 @@ class Card:
                 timeout=self.interval * 5,
             )
             self.epoch = max(self.epoch, reply["epoch"])
+            self.role = reply.get("role") or self.role  # a takeover may have swapped roles
             self.node.epoch = self.epoch
             await self._resync(self.replica, "config")
             await self._resync(self.cred_replica, "cred")
@@ -370,6 +383,7 @@ class Card:
     def check_templates(self, force: bool = False) -> None:
         """Re-evaluate which crypto templates this card can serve; log and report changes."""
         self._sync_crls()
+        self._sync_standby()
         self.wall.offset = float((self.replica.entries.get("clock") or {}).get("offset", 0.0))
         status = templates.readiness(self.config.get("config", {}), self.credentials)
         tree = self.config.get("config", {})
@@ -476,6 +490,75 @@ class Card:
         for name in set(self.crls.by_name) - names:
             self.crls.remove_name(name)
 
+    # --- session recovery -----------------------------------------------------------------
+    def _sync_standby(self) -> None:
+        """Checkpoint our SAs to the standby the supervisor names, while we are active."""
+        standby = (self.replica.entries.get("standby") or {}).get("slot")
+        wanted = standby if self.role == "active" and standby not in (None, self.slot) else None
+        if wanted == self.ckpt_to:
+            return
+        self.ckpt_to = wanted
+        if wanted is None:
+            self.outbox = None
+            if self.gateway is not None:
+                self.gateway.disable_checkpoints()
+            return
+        self.outbox, self.ckpt_full = Outbox(), True  # a new standby: everything first
+        if self.gateway is not None:
+            self.gateway.enable_checkpoints()
+        log.info("checkpointing our SAs to the standby card in slot %d", wanted)
+
+    async def _checkpoint(self) -> None:
+        outbox, gateway = self.outbox, self.gateway
+        if outbox is None or gateway is None:
+            return
+        if not gateway.checkpointing:
+            gateway.enable_checkpoints()
+        gateway.checkpoint_batch(outbox, full=self.ckpt_full)
+        self.ckpt_full = False
+        batches = outbox.pending()
+        if not batches:
+            return
+        try:
+            answer = await self.pending.call(
+                self.ctl, Request("ckpt", {"batches": batches}), timeout=self.interval * 20
+            )
+        except (TimeoutError, RpcError) as exc:
+            self.counters["ckpt_unacked"] += 1
+            log.debug("checkpoints: %s", exc)
+            return
+        if self.outbox is outbox:
+            outbox.on_ack(int(answer.get("ack", 0)))
+            self.ckpt_full = bool(answer.get("full"))
+            self.counters["ckpt_batches"] += len(batches)
+
+    def _hold(self, inc: Incoming, args: dict) -> None:
+        holding = self.holdings.setdefault(int(args["from"]), Holding())
+        endpoints = self.gateway.endpoints if self.gateway is not None else {}
+        ack, full = holding.seq, False
+        for batch in args.get("batches") or []:
+            ack, full = holding.apply(batch, endpoints)
+            if full:
+                break
+        self.counters["held_sas"] = sum(h.count() for h in self.holdings.values())
+        self.ctl.reply(inc, True, {"ack": ack, "full": full})
+
+    def _take_over(self, inc: Incoming, slot: int) -> None:
+        holding = self.holdings.pop(slot, None)
+        if holding is None or self.gateway is None:
+            self.ctl.reply(inc, False, error=f"no checkpoints of card {slot} here")
+            return
+        started = self.mono.now()
+        outs = self.gateway.take_over(holding, started)
+        self.role = "active"
+        self.holdings.clear()  # an active card holds nobody's checkpoints
+        self.counters["held_sas"] = 0
+        self._ike(outs)
+        sas, children = self.gateway.counts()
+        self.ctl.reply(inc, True, {"sas": sas, "children": children,
+                                   "took_ms": round((self.mono.now() - started) * 1e3, 1)})  # fmt: skip
+        self._report()
+
     async def _load_gateway(self) -> None:
         """Import the IKE engine (0.1-0.3 s of CPU) in a thread: the event loop keeps sending
         heartbeats meanwhile (the GIL switches every 5 ms), so a busy machine does not make
@@ -519,6 +602,8 @@ class Card:
                     self.counters["ike_sas"], self.counters["child_sas"] = sas, children
                 if self.counters != self.reported:
                     self._report()
+            if self.outbox is not None and (self.ckpt_task is None or self.ckpt_task.done()):
+                self.ckpt_task = asyncio.create_task(self._checkpoint())
             due = self.gateway and self.gateway.next_timer()
             if due is not None and due <= self.mono.now():
                 self._ike(self.gateway.handle_timer(self.mono.now()))

@@ -417,6 +417,7 @@ class Backplane:
             self._spawn(self._fault_request(inc, msg))
         elif isinstance(msg, NpuBinds):
             if inc.env.epoch == self.epoch:
+                self.npu.owners = {int(k): int(v) for k, v in (msg.owners or {}).items()}
                 asyncio.get_running_loop().create_task(self.npu.bind(msg.binds))
         elif isinstance(msg, Request) and msg.method == "npu.attach":
             self.bus.reply(inc, True)  # the card's identity is now routable

@@ -45,22 +45,21 @@ def steer(
     ready: list[int],
     marked: bool,
     new_sa: list[int] | None = None,
+    owners: dict[int, int] | None = None,
 ) -> Steer:
     """Where a datagram goes. `ready`: cards in service (they keep their SAs); `new_sa`: the
     cards that may take a new IKE SA (default: all ready ones). `marked`: this port frames
-    IKE behind a non-ESP marker."""
+    IKE behind a non-ESP marker. `owners`: SPI slot bits served by another card (a standby
+    that took over a failed card's SAs)."""
     if data == b"\xff":
         return Steer(None, "keepalive")
     if marked:
         if len(data) >= 4 and data[:4] == b"\0\0\0\0":
             data = data[4:]
         elif len(data) >= 8:  # ESP: SPI first
-            spi = data[:4]
-            return (
-                Steer(slot_of_spi(spi), "esp")
-                if slot_of_spi(spi) in ready
-                else Steer(None, "esp", "no card owns SPI")
-            )
+            slot = slot_of_spi(data[:4])
+            slot = owners.get(slot, slot) if owners else slot
+            return Steer(slot, "esp") if slot in ready else Steer(None, "esp", "no card owns SPI")
         else:
             return Steer(None, "garbage", "short datagram")
     if len(data) < IKE_HEADER:
@@ -75,6 +74,7 @@ def steer(
         return Steer(_hash_pick(key, takers), "ike")
     ours = spi_r if flags & FLAG_INITIATOR else spi_i
     slot = slot_of_spi(ours)
+    slot = owners.get(slot, slot) if owners else slot
     return (
         Steer(slot, "ike")
         if slot in ready

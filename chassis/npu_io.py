@@ -45,6 +45,7 @@ class Npu:
         its tunnels but takes no new one)."""
         self.deliver, self.ready = deliver, ready
         self.new_sa = new_sa or ready
+        self.owners: dict[int, int] = {}  # SPI slot bits -> card (after a takeover)
         self.faults = UdpFaults()
         self.sockets: dict[tuple[str, int], socket.socket] = {}
         self.allowed: dict[
@@ -101,7 +102,9 @@ class Npu:
             remote = (addr[0], addr[1])
             if self.tap is not None:
                 self.tap(remote, local, data, False)
-            where = steer(data, remote, local[1], ready, marked=marked, new_sa=takers)
+            where = steer(
+                data, remote, local[1], ready, marked=marked, new_sa=takers, owners=self.owners
+            )
             self.counts[where.kind] += 1
             if where.slot is None:
                 self.counts["dropped"] += 1
@@ -145,7 +148,9 @@ class Npu:
             self.tap(remote, local, data, False)
         ready = self.ready()
         takers = [s for s in self.new_sa() if s in self.allowed.get(local, ())]
-        where = steer(data, remote, local[1], ready, marked=local[1] != 500, new_sa=takers)
+        where = steer(
+            data, remote, local[1], ready, marked=local[1] != 500, new_sa=takers, owners=self.owners
+        )
         self.counts[where.kind] += 1
         item = [list(local), list(remote), data]
         if where.slot is None:

@@ -123,6 +123,13 @@ class CardManager:
         card.pid, card.failed_boot_id = None, ""
         self._set(card, "booting", now)
 
+    def promote(self, standby: int, failed: int, now: float) -> None:
+        """Session recovery: the standby took the failed card's SAs and is active now; the
+        failed card, once rebooted, is the standby (StarOS does not revert on its own)."""
+        new, old = self.cards[standby], self.cards[failed]
+        new.role, old.role = "active", "standby"
+        self._set(new, "active", now)
+
     def on_backplane_seen(self, slot: int, sent: float) -> None:
         """The backplane last heard this card at `sent` (the card's CLOCK_MONOTONIC)."""
         card = self.cards.get(slot)

@@ -51,6 +51,7 @@ from supervisor.pki import cmp_commands, crl_commands
 from supervisor.pki import commands as pki_commands
 from supervisor.pki.enrollment import CmpService
 from supervisor.pki.service import PkiService
+from supervisor.recovery import SessionRecovery
 from supervisor.workers import Workers
 
 log = logging.getLogger("supervisor")
@@ -161,10 +162,12 @@ class Supervisor:
         self.workers = Workers()
         self.certs = Certificates(self)
         self.crls = CrlService(self)
+        self.recovery = SessionRecovery(self)
         self.crl_refresh: asyncio.Task | None = None
         self.template_status: dict[int, dict] = {}  # slot -> crypto template -> ready / why not
         self.card_counters: dict[int, dict] = {}
         self.npu_binds: list[dict] = []
+        self.npu_owners: dict[int, int] = {}  # SPI slot bits served by another card
         self.map_owner: dict[str, int | None] = {}  # crypto map -> the slot that initiates it
         self.card_maps: dict[int, list[str]] = {}  # what each card says it initiates
         self.telling: set[int] = set()  # slots with an assignment in flight
@@ -278,7 +281,8 @@ class Supervisor:
             if why is None and fresh:  # a new process holds nothing yet
                 self.fanout.forget(slot)
                 self.certs.vsm_fetch.pop(slot, None)
-            self.ctl.reply(inc, why is None, {"epoch": self.node.epoch}, why or "")
+            role = self.cards.cards[slot].role if slot in self.cards.cards else ""
+            self.ctl.reply(inc, why is None, {"epoch": self.node.epoch, "role": role}, why or "")
             log.info("slot %d: register pid %d %s", slot, msg.pid, why or "accepted")
         elif isinstance(msg, Request) and msg.method == "snapshot":
             stream = msg.args.get("stream", "config")
@@ -301,6 +305,8 @@ class Supervisor:
                 self.cards.on_ack(slot, msg.seq)
         elif isinstance(msg, Request) and msg.method == "ping":
             self.ctl.reply(inc, True, msg.args)
+        elif isinstance(msg, Request) and msg.method == "ckpt":  # session recovery
+            self._spawn(self.recovery.relay(inc, slot, msg.args))
         elif isinstance(msg, Request) and msg.method == "crl-fetch":
             self._spawn(self._crl_fetch(inc, msg.args))
         elif isinstance(msg, Request) and msg.method == "cred-fetch":
@@ -364,9 +370,10 @@ class Supervisor:
             }
             for svc in self.services
         ]
-        if binds != self.npu_binds:
-            self.npu_binds = binds
-            self.bp.send(NpuBinds(binds))
+        owners = dict(self.recovery.owners)
+        if binds != self.npu_binds or owners != self.npu_owners:
+            self.npu_binds, self.npu_owners = binds, owners
+            self.bp.send(NpuBinds(binds, owners))
         self.assign_maps(binds)
 
     def assign_maps(self, binds: list[dict]) -> None:
@@ -421,6 +428,7 @@ class Supervisor:
                 if card.state == "failed":
                     self.card_maps.pop(slot, None)
                     self.assign_maps(self.npu_binds)  # its crypto maps go to another card
+                    self.recovery.on_failed(slot)  # the standby takes its SAs over
             late = self.cards.late(now)
             if late and (self.asking is None or self.asking.done()):
                 self.asking = self._spawn(self._ask_backplane(late))
@@ -437,6 +445,7 @@ class Supervisor:
                 beacon = now
                 self.pub.send(self.fanout.beacon(), topic=BEACON_TOPIC)
             self.publish_config()
+            self.recovery.publish()
             if now - expiry >= 1.0:
                 expiry = now
                 try:
@@ -479,6 +488,8 @@ class Supervisor:
         elif msg.event == "exited":
             self.cards.on_exited(msg.slot, msg.pid, now, msg.code)
             log.warning("slot %d: process %d exited (%s)", msg.slot, msg.pid, msg.code)
+            if self.cards.cards[msg.slot].state == "failed":
+                self.recovery.on_failed(msg.slot)
 
     # --- what the CLI asks -----------------------------------------------------
 

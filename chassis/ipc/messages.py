@@ -145,6 +145,9 @@ class NpuBinds:
     """Supervisor -> backplane: the gateway addresses to listen on (from wsg-service binds)."""
 
     binds: list  # [{"address": "127.0.0.2", "port": 500}]
+    # SPI slot bits -> the card serving them now: a standby card took over a failed one's
+    # SAs (session recovery), whose SPIs still carry the failed card's slot
+    owners: dict = field(default_factory=dict)
 
 
 @message("datagram")
