@@ -369,6 +369,22 @@ class Gateway:
             return outbox.full(self.endpoints, seq)
         return outbox.collect(self.endpoints, seq)
 
+    def release(self) -> int:
+        """`card migrate`: another card serves our SAs now. Forget them without a DELETE
+        (the peers keep their tunnels, at the other card); returns how many went."""
+        count = 0
+        for local, endpoint in list(self.endpoints.items()):
+            count += len(endpoint.sas)
+            if endpoint.config.addresses is not None:  # the inner addresses go with them
+                for sa in endpoint.sas.values():
+                    for address in sa.assigned:
+                        endpoint.config.addresses.release(address)
+            self.dp.forget(local)
+            self.endpoints[local] = self._endpoint(local, endpoint.config)
+        for state in self.maps.values():
+            state.sa = None
+        return count
+
     def take_over(self, holding, now: float) -> list:
         """Serve the SAs a failed card checkpointed to this one: adopt them into the
         endpoints, rebuild their ESP state, and agree on Message IDs with each peer that

@@ -178,6 +178,14 @@ class Card:
             self._hold(inc, msg.args)
         elif isinstance(msg, Request) and msg.method == "takeover":
             self._take_over(inc, int(msg.args["slot"]))
+        elif isinstance(msg, Request) and msg.method == "ckpt.full":  # `card migrate` from us
+            batch = self.gateway.checkpoint_batch(Outbox(), full=True) if self.gateway else None
+            self.ctl.reply(inc, batch is not None, batch, "" if batch else "no IKE service")
+        elif isinstance(msg, Request) and msg.method == "release":  # migrated: they live on
+            dropped = self.gateway.release() if self.gateway else 0  # at the other card
+            self.role, self.outbox, self.ckpt_to = "standby", None, None
+            self.ctl.reply(inc, True, {"released": dropped})
+            self._report()
         elif isinstance(msg, Request) and msg.method == "credentials":
             self.ctl.reply(inc, True, self.credentials.summary())
         elif isinstance(msg, Error):

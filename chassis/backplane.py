@@ -335,6 +335,12 @@ class Backplane:
         slot.restarts += 1
         self.start(slot)
 
+    def power_off(self, slot: Slot) -> None:
+        """Stop a slot's process (an expected exit: the slot goes offline, not failed)."""
+        if slot.proc is not None and slot.proc.poll() is None:
+            slot.expect_exit = True
+            procs.signal_verified(slot.proc.pid, slot.started_ticks, signal.SIGTERM)
+
     async def start_lab(self) -> None:
         """Lab peers come first: the boot configuration may enroll with the lab CA."""
         for name in sorted(self.manifest.get("lab", {}), key=list(LAB_PEERS).index):
@@ -404,8 +410,11 @@ class Backplane:
             if inc.env.epoch == self.epoch:  # an older supervisor's view is not the chassis's
                 self.on_states(msg)
         elif isinstance(msg, Power):
-            if inc.env.epoch == self.epoch and msg.slot in self.slots and msg.action == "restart":
-                self.restart(self.slots[msg.slot])
+            if inc.env.epoch == self.epoch and msg.slot in self.slots:
+                if msg.action == "restart":
+                    self.restart(self.slots[msg.slot])
+                elif msg.action == "stop":  # `card halt`: offline until `card reboot`
+                    self.power_off(self.slots[msg.slot])
         elif isinstance(msg, Datagram | Datagrams):  # a card answers a peer
             self.npu.send(msg, self._card_of(inc.peer) if self.npu.faults.rules else None)
         elif isinstance(msg, Request) and msg.method == "card.seen":  # the supervisor asks
@@ -467,7 +476,10 @@ class Backplane:
             n
             for n, s in self.slots.items()
             if not s.card.is_management
-            and (s.state == "active" or (s.state == "unreachable" and s.role == "active"))
+            and (
+                s.state in ("active", "migrating")  # a migrating card serves until it is done
+                or (s.state == "unreachable" and s.role == "active")
+            )
         )
 
     @staticmethod

@@ -49,7 +49,7 @@ class CardSlot:
 
     @property
     def in_service(self) -> bool:
-        return self.state in ("active", "standby")
+        return self.state in ("active", "standby", "migrating")
 
 
 @dataclass
@@ -123,6 +123,10 @@ class CardManager:
         card.pid, card.failed_boot_id = None, ""
         self._set(card, "booting", now)
 
+    def set_state(self, slot: int, state: str, now: float) -> None:
+        """A planned change (migrating, standby after a migration, offline after a halt)."""
+        self._set(self.cards[slot], state, now)
+
     def promote(self, standby: int, failed: int, now: float) -> None:
         """Session recovery: the standby took the failed card's SAs and is active now; the
         failed card, once rebooted, is the standby (StarOS does not revert on its own)."""
@@ -139,7 +143,8 @@ class CardManager:
     def watched(self, card: CardSlot) -> bool:
         """A registered packet card whose heartbeats are checked."""
         return card.type not in MANAGEMENT and (
-            card.state in ("active", "standby") or (card.state == "booting" and bool(card.boot_id))
+            card.state in ("active", "standby", "migrating")
+            or (card.state == "booting" and bool(card.boot_id))
         )
 
     def late(self, now: float) -> list[int]:

@@ -79,6 +79,50 @@ class SessionRecovery:
             self.held[slot] = int(answer.get("ack", 0))
         sup.ctl.reply(inc, True, answer)
 
+    # --- planned moves: `card migrate`, `card halt` ---------------------------------------
+    async def migrate(self, src: int, dst: int, halt: bool = False) -> str:
+        """Move every SA of active card ``src`` to the standby ``dst`` without losing one;
+        ``src`` becomes the standby (``halt``: goes offline)."""
+        from supervisor.cli import CommandFailure
+
+        sup, cards = self.sup, self.sup.cards.cards
+        for slot in (src, dst):
+            if slot not in sup.packet_slots:
+                raise CommandFailure(f"Failure: slot {slot} holds no packet card")
+        if cards[src].state != "active":
+            raise CommandFailure(f"Failure: card {src} is not active ({cards[src].state})")
+        if dst != self.standby():
+            raise CommandFailure(f"Failure: card {dst} is not the standby card in service")
+        sup.cards.set_state(src, "migrating", sup.mono.now())
+        try:
+            full = await sup.pending.call(sup.ctl, Request("ckpt.full", {}),
+                                          to=f"slot-{src}".encode(), timeout=5)  # fmt: skip
+            answer = await sup.pending.call(
+                sup.ctl, Request("ckpt.hold", {"from": src, "batches": [full]}),
+                to=f"slot-{dst}".encode(), timeout=5,
+            )  # fmt: skip
+            if answer.get("full"):
+                raise RpcError(f"card {dst} did not take the checkpoints")
+            self.held[src] = int(answer.get("ack", 0))
+        except (TimeoutError, RpcError) as exc:
+            sup.cards.set_state(src, "active", sup.mono.now())
+            raise CommandFailure(f"Failure: migration from {src} to {dst}: {exc}") from None
+        record = await self.take_over(src, dst, "halt" if halt else "migrate")
+        if "error" in record:
+            sup.cards.set_state(src, "active", sup.mono.now())
+            raise CommandFailure(f"Failure: card {dst} could not take over: {record['error']}")
+        try:  # the old card lets its SAs go without deleting them: they live on at dst
+            await sup.pending.call(sup.ctl, Request("release", {}), to=f"slot-{src}".encode(),
+                                   timeout=5)  # fmt: skip
+        except (TimeoutError, RpcError) as exc:
+            log.warning("slot %d: release after migration: %s", src, exc)
+        if halt:
+            sup.halt(src)
+            return (f"Info: card {src} migrated its {record['sas']} IKE SAs to card {dst} "
+                    "and is offline")  # fmt: skip
+        sup.cards.set_state(src, "standby", sup.mono.now())
+        return f"Info: card {src} migrated its {record['sas']} IKE SAs to card {dst}; card {src} is standby"
+
     # --- takeover --------------------------------------------------------------------------
     def on_failed(self, slot: int) -> None:
         standby = self.holder if self.holder == self.standby() else None

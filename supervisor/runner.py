@@ -130,6 +130,28 @@ class System:
     def propagation(self) -> list[float]:
         return list(self.sup.fanout.propagation)
 
+    async def card_migrate(self, src: int, dst: int) -> str:
+        return await self.sup.recovery.migrate(src, dst)
+
+    async def card_halt(self, slot: int, force: bool) -> str:
+        """An active card migrates its SAs to the standby first, then goes offline."""
+        sup = self.sup
+        card = sup.cards.cards.get(slot)
+        if card is None or slot not in sup.packet_slots:
+            raise CommandFailure(f"Failure: slot {slot} holds no packet card")
+        if card.state == "offline":
+            raise CommandFailure(f"Failure: card {slot} is already offline")
+        standby = sup.recovery.standby()
+        if card.state == "active" and standby is not None and standby != slot:
+            return await sup.recovery.migrate(slot, standby, halt=True)
+        if card.state == "active" and not force:
+            raise CommandFailure(
+                f"Failure: no standby card in service to migrate card {slot} to; "
+                "-force halts it and its tunnels are lost"
+            )
+        sup.halt(slot)
+        return f"Info: card {slot} is offline"
+
     def crl_report(self, name: str | None) -> list[dict]:
         return self.sup.crls.report(name)
 
@@ -548,6 +570,13 @@ class Supervisor:
         sas = [sa for slot in sorted(by_card) for sa in by_card[slot] or []]
         log.debug("ike.keys: keys of %d IKE SAs to a capture client", len(sas))
         self.cli.reply(inc, True, sas)
+
+    def halt(self, slot: int) -> None:
+        """Take a packet card out of service and stop its process (`card halt`)."""
+        self.cards.set_state(slot, "offline", self.mono.now())
+        self.bp.send(Power(slot, "stop"))
+        self.card_maps.pop(slot, None)
+        self.assign_maps(self.npu_binds)
 
     def reboot(self, slot: int) -> str:
         card = self.cards.cards.get(slot)

@@ -193,8 +193,8 @@ def test_timestamps_off_by_default_and_switchable(engine):
 # ---- show commands -----------------------------------------------------------------------
 
 CARD_TABLE = """\
-Slot         Card Type                               Oper State     SPOF  Attach
------------  --------------------------------------  -------------  ----  ------
+Slot         Card Type                               Oper State     SPOF  Tunnels  Attach
+-----------  --------------------------------------  -------------  ----  -------  ------
  1: DPC      Data Processing Card 2                  Active         No
  4: DPC      Data Processing Card 2                  Standby        -
  5: MMIO     Management & 20x10Gb I/O Card           Active         No"""

@@ -83,7 +83,9 @@ class Enodeb:
         self.sock.close()
 
 
-def test_a_killed_dpc_s_tunnels_go_on_at_the_standby(chassis_factory, tmp_path):
+def serving_chassis(chassis_factory, tmp_path):
+    """DPC 1 active, DPC 2 standby, a template bound on a free port; (chassis, eNodeB
+    config factory, gateway address)."""
     keys = {n: ec.generate_private_key(ec.SECP256R1()) for n in ("ca", "gw", "enb")}
     ca = certificate("Refresh CA", keys["ca"], keys["ca"], 1, ca=True)
     gw = certificate("segw.example.net", keys["gw"], keys["ca"], 2)
@@ -110,46 +112,94 @@ def test_a_killed_dpc_s_tunnels_go_on_at_the_standby(chassis_factory, tmp_path):
     )
     assert not any(r.error for r in res), [r.output for r in res if r.error]
     wait_until(lambda: ch.status().get("npu") is not None, 10, what="the NPU")
+    wait_until(lambda: cards(ch)[2]["state"] == "standby", 10, what="DPC 2 standby")
+    return ch, lambda: enodeb(enb, keys["enb"], ca), ("127.0.0.1", port)
 
-    def cards() -> dict[int, dict]:
-        return {c["slot"]: c for c in ch.exec("show card table")[0].data["cards"]
-                if c["type"] == "dpc"}  # fmt: skip
 
-    wait_until(lambda: cards()[2]["state"] == "standby", 10, what="DPC 2 standby")
-    enbs = [Enodeb(enodeb(enb, keys["enb"], ca), ("127.0.0.1", port)) for _ in range(3)]
+def cards(ch) -> dict[int, dict]:
+    return {c["slot"]: c for c in ch.exec("show card table")[0].data["cards"]
+            if c["type"] == "dpc"}  # fmt: skip
+
+
+def bring_up(config, gateway, n: int) -> list[Enodeb]:
+    enbs = [Enodeb(config(), gateway) for _ in range(n)]
+    for e in enbs:
+        e.handle(e.ep.initiate(e.gateway, time.monotonic(), local=e.local))
+        e.pump(lambda e=e: e.of(ChildEstablished), what="tunnel up")
+        (child,) = e.sa.children.values()
+        e.esp = EspSa.from_child(child)
+    return enbs
+
+
+def goes_on(e: Enodeb, text: bytes) -> None:
+    """Message IDs synced by the new card, then liveness, ESP and a child rekey there."""
+    e.pump(lambda: len(e.of(MidSynced)) >= 1, what="RFC 6311 sync from the new card")
+    alive = len(e.of(Alive))
+    e.handle(e.ep.check_liveness(e.sa.spi_i, time.monotonic()))
+    e.pump(lambda: len(e.of(Alive)) > alive, what="liveness answered by the new card")
+    sa, got = e.sa, len(e.inner)
+    inner = build_udp(sa.virtual_ips[0] if sa.virtual_ips else "10.1.1.1", "10.99.0.1", 2152,
+                      2152, text)  # fmt: skip
+    e.sock.sendto(e.esp.seal(inner, os.urandom), e.gateway)
+    e.pump(lambda: len(e.inner) > got, what="ESP echoed by the new card")
+    assert e.inner[-1].endswith(text)
+    children = len(e.of(ChildEstablished))
+    e.handle(e.ep.rekey_child(sa.spi_i, next(iter(sa.children)), time.monotonic()))
+    e.pump(lambda: len(e.of(ChildEstablished)) > children, what="child rekey at the new card")
+    (child,) = [
+        c for c in e.sa.children.values() if c.our_spi == e.of(ChildEstablished)[-1].our_spi
+    ]
+    e.esp = EspSa.from_child(child)
+    assert len(e.of(Established)) == 1  # never a new IKE SA
+
+
+def test_a_killed_dpc_s_tunnels_go_on_at_the_standby(chassis_factory, tmp_path):
+    ch, config, gateway = serving_chassis(chassis_factory, tmp_path)
+    enbs = bring_up(config, gateway, 3)
     try:
-        for e in enbs:
-            e.handle(e.ep.initiate(e.gateway, time.monotonic(), local=e.local))
-            e.pump(lambda e=e: e.of(ChildEstablished), what="tunnel up")
-            (child,) = e.sa.children.values()
-            e.esp = EspSa.from_child(child)
-        # every SA on DPC 1, checkpointed to DPC 2
-        assert {e.sa.spi_r[0] for e in enbs} == {1}
-        wait_until(lambda: (cards()[2].get("counters") or {}).get("held_sas") == 3, 10,
+        assert {e.sa.spi_r[0] for e in enbs} == {1}  # every SA on DPC 1
+        wait_until(lambda: (cards(ch)[2].get("counters") or {}).get("held_sas") == 3, 10,
                    what="DPC 2 holding the three SAs")  # fmt: skip
-
         killed = ch.fault({"fault": "kill", "target": "slot-1"})
-        wait_until(lambda: cards()[2]["state"] == "active", 5, what="DPC 2 taking over")
+        wait_until(lambda: cards(ch)[2]["state"] == "active", 5, what="DPC 2 taking over")
         log = wait_until(lambda: "took over" in (t := (ch.run.logs / "mio-5.log").read_text())
                          and t, 5, what="the takeover in the MIO's log")  # fmt: skip
         assert "card 2 took over 3 IKE SAs (3 children)" in log
-        assert killed["pid"] and cards()[1]["state"] == "failed"
+        assert killed["pid"] and cards(ch)[1]["state"] == "failed"
+        for e in enbs:
+            goes_on(e, b"after failover")
+        # StarOS: no automatic revert; the rebooted card is the standby now
+        assert not ch.exec("card reboot 1 -noconfirm")[0].error
+        wait_until(lambda: cards(ch)[1]["state"] == "standby", 10, what="DPC 1 back as standby")
+    finally:
+        for e in enbs:
+            e.close()
 
-        for e in enbs:  # the standby syncs Message IDs, then the tunnel goes on
-            e.pump(lambda e=e: e.of(MidSynced), what="RFC 6311 sync from DPC 2")
-            e.handle(e.ep.check_liveness(e.sa.spi_i, time.monotonic()))
-            e.pump(lambda e=e: e.of(Alive), what="liveness answered by DPC 2")
-            sa = e.sa
-            packet = e.esp.seal(build_udp(sa.virtual_ips[0] if sa.virtual_ips else "10.1.1.1",
-                                          "10.99.0.1", 2152, 2152, b"after failover"),
-                                os.urandom)  # fmt: skip
-            e.sock.sendto(packet, e.gateway)
-            e.pump(lambda e=e: e.inner, what="ESP echoed by DPC 2")
-            assert e.inner[0].endswith(b"after failover")
-            old = next(iter(sa.children))
-            e.handle(e.ep.rekey_child(sa.spi_i, old, time.monotonic()))
-            e.pump(lambda e=e: len(e.of(ChildEstablished)) == 2, what="child rekey at DPC 2")
-            assert len(e.of(Established)) == 1  # never a new IKE SA
+
+def test_migrate_then_halt_move_every_tunnel_without_loss(chassis_factory, tmp_path):
+    ch, config, gateway = serving_chassis(chassis_factory, tmp_path)
+    enbs = bring_up(config, gateway, 2)
+    try:
+        session = ch.session()
+        asked = session.execute("card migrate from 1 to 2")
+        assert not asked.error and session.execute("yes").output.startswith(
+            "Info: card 1 migrated its 2 IKE SAs to card 2; card 1 is standby"
+        )
+        table = cards(ch)
+        assert table[1]["state"] == "standby" and table[2]["state"] == "active"
+        assert "Standby" in ch.exec("show card table")[0].output
+        for e in enbs:
+            goes_on(e, b"after migrate")
+        wait_until(lambda: (cards(ch)[1].get("counters") or {}).get("held_sas") == 2, 10,
+                   what="DPC 1 holding DPC 2's SAs")  # fmt: skip
+        res = ch.exec("card halt 2 -noconfirm")[0]
+        assert res.output.startswith("Info: card 2 migrated its 2 IKE SAs to card 1"), res.output
+        wait_until(lambda: cards(ch)[2]["state"] == "offline", 5, what="DPC 2 offline")
+        for e in enbs:
+            e.events = [x for x in e.events if not isinstance(x, MidSynced)]
+            goes_on(e, b"after halt")
+        assert ch.exec("card halt 1 -noconfirm")[0].error  # no standby left: -force only
+        session.close()
     finally:
         for e in enbs:
             e.close()

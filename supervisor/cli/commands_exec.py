@@ -6,7 +6,7 @@ from typing import Any
 
 from . import show
 from .grammar import Grammar
-from .result import CommandFailure, Result
+from .result import CommandFailure, Deferred, Result
 
 CTX_NAME = "NAME(1-79)"
 
@@ -88,6 +88,30 @@ def _card_reboot(args: dict, ctx: Any) -> Result:
     return run() if args.get("-noconfirm") else ctx.confirm(run)
 
 
+def _card_migrate(args: dict, ctx: Any) -> Any:
+    system = ctx.system
+
+    def run() -> Deferred:
+        async def work():
+            return await system.card_migrate(args["src"], args["dst"])
+
+        return Deferred(work, lambda text: Result(text))
+
+    return run() if args.get("-noconfirm") else ctx.confirm(run)
+
+
+def _card_halt(args: dict, ctx: Any) -> Any:
+    system = ctx.system
+
+    def run() -> Deferred:
+        async def work():
+            return await system.card_halt(args["slot"], bool(args.get("-force")))
+
+        return Deferred(work, lambda text: Result(text))
+
+    return run() if args.get("-noconfirm") else ctx.confirm(run)
+
+
 def _session_flag(attr: str, value: Any):
     def handler(args: dict, ctx: Any) -> None:
         ctx.later(lambda: setattr(ctx.session, attr, args.get(value, value)))
@@ -114,6 +138,27 @@ def register(g: Grammar) -> None:
         "card reboot <slot:INT(0-18)> [ { -force | -noconfirm } ]...",
         _card_reboot,
         help=HELP,
+    )
+    g.command(
+        "exec",
+        "card migrate from <src:INT(0-18)> to <dst:INT(0-18)> [ -noconfirm ]",
+        _card_migrate,
+        help={
+            **HELP,
+            "migrate": "Moves every session of an active card to the standby card",
+            "from": "The active card",
+            "to": "The standby card",
+        },  # fmt: skip
+    )
+    g.command(
+        "exec",
+        "card halt <slot:INT(0-18)> [ { -force | -noconfirm } ]...",
+        _card_halt,
+        help={
+            **HELP,
+            "halt": "Migrates an active card's sessions to the standby, then takes "
+            "the card offline",
+        },  # fmt: skip
     )
     # Automation sends these at login; accepted and remembered, paging is the client's job.
     g.command(

@@ -83,7 +83,7 @@ class CommandContext:
         """Ask `Are you sure? [Yes|No]:`; the session's next line answers it."""
         if self.session.boot:
             raise CommandFailure("confirmation needed; use -noconfirm in a configuration file")
-        self._after.append(lambda: setattr(self.session, "_pending", action))
+        self._after.append(lambda: setattr(self.session, "_pending", (action, self)))
         return Result()
 
 
@@ -100,7 +100,7 @@ class Session:
         self.terminal_length: int | None = None
         self.terminal_width: int | None = None
         self.closed = False
-        self._pending: Callable[[], Any] | None = None
+        self._pending: tuple[Callable[[], Any], CommandContext] | None = None
 
     # -- state ---------------------------------------------------------------------------------
 
@@ -262,14 +262,18 @@ class Session:
         return self._stamp(self._transaction(ctx, lambda: deferred.apply(value)))
 
     def _answer(self, line: str) -> Result:
-        action, self._pending = self._pending, None
+        (action, ctx), self._pending = self._pending, None
         answer = line.strip().lower()
         if not answer or not "yes".startswith(answer):
             return self._stamp(Result())
         config = self.engine.config
         config.begin()
         try:
-            result = _as_result(action())
+            outcome = action()
+            if isinstance(outcome, Deferred):  # confirmed work that waits on I/O
+                config.rollback()
+                return Result(pending=lambda: self._finish(ctx, outcome))
+            result = _as_result(outcome)
         except CommandFailure as failure:
             config.rollback()
             return self._stamp(Result(failure.output, error=True))

@@ -34,8 +34,8 @@ def _spof(card: dict) -> str:
 
 def card_table(cards: list[dict]) -> tuple[str, dict]:
     lines = [
-        "Slot         Card Type                               Oper State     SPOF  Attach",
-        "-----------  --------------------------------------  -------------  ----  ------",
+        "Slot         Card Type                               Oper State     SPOF  Tunnels  Attach",
+        "-----------  --------------------------------------  -------------  ----  -------  ------",
     ]
     rows = []
     for card in sorted(cards, key=lambda c: int(c.get("slot", 0))):
@@ -49,7 +49,9 @@ def card_table(cards: list[dict]) -> tuple[str, dict]:
             state, spof = _oper_state(card), _spof(card)
         attach = str(card.get("attach") or "")
         slot = int(card.get("slot", 0))
-        line = f"{slot:>2}: {label:<7}  {desc:<38}  {state:<13}  {spof:<4}  {attach}"
+        sas = (card.get("counters") or {}).get("ike_sas")  # IKE SAs (ours: a packet card's load)
+        tunnels = "" if sas is None else str(sas)
+        line = f"{slot:>2}: {label:<7}  {desc:<38}  {state:<13}  {spof:<4}  {tunnels:>7}  {attach}"
         lines.append(line.rstrip())
         rows.append({**card, "card_type": desc, "oper_state": state, "spof_text": spof})
     return "\n".join(lines), {"cards": rows}
