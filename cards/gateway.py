@@ -198,6 +198,7 @@ class Gateway:
         self.sinks: dict[tuple[str, int], tuple[bool, dict]] = {}  # local -> (echo, limits)
         self.crls = CrlStore()  # the card's CRLs: the runner puts in its own, kept up to date
         self.checkpointing = False  # a standby card holds checkpoints of our SAs
+        self.to_sync: list = []  # (local, our SPI) of SAs taken over, until the NPU steers here
 
     def configure(self, tree: dict, credentials: Credentials, share: dict | None = None) -> None:
         """(Re)build the endpoints whose service, map, template or credentials changed.
@@ -385,20 +386,30 @@ class Gateway:
             state.sa = None
         return count
 
-    def take_over(self, holding, now: float) -> list:
+    def take_over(self, holding, now: float) -> int:
         """Serve the SAs a failed card checkpointed to this one: adopt them into the
-        endpoints, rebuild their ESP state, and agree on Message IDs with each peer that
-        supports it (RFC 6311) before anything else is sent."""
-        outs: list = []
+        endpoints and rebuild their ESP state; returns how many. Their Message ID syncs wait
+        for ``start_syncs``: sent before the NPU steers the peers' answers here, they would
+        be lost (and an AES-GCM peer cannot answer a Message ID 0 twice)."""
         adopted = holding.take_over(self.endpoints, now)
         seq_from = holding.esp_start(c for _, sa in adopted for c in sa.children)
         for local, sa in adopted:
             endpoint = self.endpoints[local]
             echo, limits = self.sinks.get(local, (False, {}))
             self.dp.adopt(endpoint, sa, echo=echo, limits=limits, seq_from=seq_from)
-            outs += self._track(local, endpoint.sync_message_ids(sa.my_spi, now))
+            self.to_sync.append((local, sa.my_spi))
         log.info("took over %d IKE SAs with %d children", len(adopted),
                  sum(len(sa.children) for _, sa in adopted))  # fmt: skip
+        return len(adopted)
+
+    def start_syncs(self, now: float) -> list:
+        """The NPU steers the adopted SAs here now: agree on Message IDs with each peer that
+        supports it (RFC 6311) before anything else is sent to it."""
+        outs, syncs, self.to_sync = [], self.to_sync, []
+        for local, spi in syncs:
+            endpoint = self.endpoints.get(local)
+            if endpoint is not None:
+                outs += self._track(local, endpoint.sync_message_ids(spi, now))
         return outs
 
     # ------------------------------------------------------------------ the data plane

@@ -101,27 +101,37 @@ class Card:
 
     async def serve(self) -> None:
         ep, keys = self.manifest["endpoints"], self.run.keys
-        server = keyring.public_key(keys, "mgmt")
-        self.sub = self.node.subscriber(
-            ep["state"], server, [f"slot-{self.slot}\0".encode(), b"beacon\0"]
-        )
-        self.ctl = self.node.dealer(ep["control"], server, f"slot-{self.slot}")
+        self._connect_supervisor()
         # The NPU (in the backplane) hands this card its gateway datagrams.
         self.npu = self.node.dealer(
             ep["backplane"], keyring.public_key(keys, "backplane"), f"card-{self.slot}"
         )
         self.npu.send(Request("npu.attach", {}))
-        for channel, handler in (
-            (self.ctl, self.on_control),
-            (self.sub, self.on_state),
-            (self.npu, self.on_npu),
-        ):
-            channel.listen(lambda inc, c=channel, h=handler: self._dispatch(c, inc, h))
+        self.npu.listen(lambda inc: self._dispatch(self.npu, inc, self.on_npu))
         tasks = [asyncio.create_task(self._tick())]
         await self.stopping.wait()
         for t in tasks:
             t.cancel()
         self.node.close()
+
+    def _connect_supervisor(self) -> None:
+        """(Re)connect to the supervisor's sockets. Again when the backplane says another MIO
+        took over (`mgmt.moved`): the new one binds the same endpoints, but a connection to a
+        hung old active would stay up (and swallow what we send) until that process ends. Not
+        on a mere silence: a busy supervisor reads what was queued on the old connection."""
+        ep, keys = self.manifest["endpoints"], self.run.keys
+        server = keyring.public_key(keys, "mgmt")
+        faults = (self.ctl.fault, self.sub.fault) if self.ctl is not None else (None, None)
+        for old in (self.ctl, self.sub):
+            if old is not None:
+                old.close()
+        self.sub = self.node.subscriber(
+            ep["state"], server, [f"slot-{self.slot}\0".encode(), b"beacon\0"]
+        )
+        self.ctl = self.node.dealer(ep["control"], server, f"slot-{self.slot}")
+        self.ctl.fault, self.sub.fault = faults  # a `chassis fault ipc` outlives it
+        for channel, handler in ((self.ctl, self.on_control), (self.sub, self.on_state)):
+            channel.listen(lambda inc, c=channel, h=handler: self._dispatch(c, inc, h))
 
     def _dispatch(self, channel: Channel, inc: Incoming, handler) -> None:
         if inc.error is not None:
@@ -178,6 +188,10 @@ class Card:
             self._hold(inc, msg.args)
         elif isinstance(msg, Request) and msg.method == "takeover":
             self._take_over(inc, int(msg.args["slot"]))
+        elif isinstance(msg, Request) and msg.method == "takeover.sync":  # the NPU steers here
+            outs = self.gateway.start_syncs(self.mono.now()) if self.gateway else []
+            self._ike(outs)
+            self.ctl.reply(inc, True, {"syncs": sum(type(o).__name__ == "Send" for o in outs)})
         elif isinstance(msg, Request) and msg.method == "ckpt.full":  # `card migrate` from us
             batch = self.gateway.checkpoint_batch(Outbox(), full=True) if self.gateway else None
             self.ctl.reply(inc, batch is not None, batch, "" if batch else "no IKE service")
@@ -285,6 +299,12 @@ class Card:
         self.check_templates()
 
     def on_npu(self, inc: Incoming, env: Envelope) -> None:
+        if isinstance(env.msg, Request) and env.msg.method == "mgmt.moved":
+            log.warning("the backplane says MIO %s is active now: reconnecting",
+                        env.msg.args.get("slot"))  # fmt: skip
+            self._connect_supervisor()
+            self.registered = False
+            return
         msg = env.msg
         if isinstance(msg, Datagram):
             items = [(msg.local, msg.remote, msg.data)]
@@ -557,11 +577,10 @@ class Card:
             self.ctl.reply(inc, False, error=f"no checkpoints of card {slot} here")
             return
         started = self.mono.now()
-        outs = self.gateway.take_over(holding, started)
+        self.gateway.take_over(holding, started)
         self.role = "active"
         self.holdings.clear()  # an active card holds nobody's checkpoints
         self.counters["held_sas"] = 0
-        self._ike(outs)
         sas, children = self.gateway.counts()
         self.ctl.reply(inc, True, {"sas": sas, "children": children,
                                    "took_ms": round((self.mono.now() - started) * 1e3, 1)})  # fmt: skip

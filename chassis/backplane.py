@@ -53,6 +53,7 @@ from chassis.ipc.rpc import Pending, RpcError
 from chassis.ipc.rundir import RunDir, atomic_write
 from chassis.ipc.sockets import Channel, Incoming, Node
 from chassis.lab.fleet_settings import FleetSettings
+from chassis.mgmt_pair import ManagementPair
 from chassis.npu import UdpRule
 from chassis.npu_io import Npu
 from chassis.topology import PLATFORMS, Card, Topology
@@ -75,7 +76,7 @@ def free_tcp_port() -> int:
 
 
 def endpoints(topology: Topology, run: RunDir) -> dict[str, str]:
-    names = ("backplane", "control", "state", "cli")
+    names = ("backplane", "control", "state", "cli", "sync")
     if topology.transport == "tcp":
         return {n: f"tcp://127.0.0.1:{free_tcp_port()}" for n in names}
     return {n: run.endpoint(n) for n in names}
@@ -233,16 +234,20 @@ class Slot:
     failed_at: float | None = None  # the last failure (CLOCK_MONOTONIC), kept after a restart
     failed_reason: str = ""
     detection_ms: float | None = None  # the supervisor's: last heartbeat -> failure declared
+    restart_on_exit: bool = False  # an old active MIO stepping down: it comes back as standby
 
     @property
     def pid(self) -> int | None:
         return self.proc.pid if self.proc and self.proc.returncode is None else None
 
 
-class Backplane:
+class Backplane(ManagementPair):
     def __init__(self, topology: Topology, run: RunDir) -> None:
         self.topology, self.run = topology, run
         self.manifest = run.manifest()
+        timers = self.manifest["timers"]
+        self.interval, self.liveness = timers["interval"], timers["liveness"]
+        self._mgmt_init()
         self.slots = {c.slot: Slot(c, role=c.role) for c in topology.cards}
         self.epoch = 0
         self.active_mgmt: int | None = None
@@ -319,7 +324,13 @@ class Backplane:
         self.save_pids()
         self.notify(ProcEvent(slot.card.slot, "exited", proc.pid, code))
         if slot.card.slot == self.active_mgmt and not expected:
-            self.active_mgmt = None
+            if not self.mgmt_exited(slot):  # no standby to take over: restart it in place
+                self.active_mgmt = None
+            asyncio.get_running_loop().call_later(RESTART_DELAY, self._restart_supervisor, slot)
+        elif slot.restart_on_exit or slot.card.slot in self.demoted:
+            # an old active that stepped down (or died before it could): back as the standby
+            slot.restart_on_exit = False
+            self.demoted.discard(slot.card.slot)
             asyncio.get_running_loop().call_later(RESTART_DELAY, self._restart_supervisor, slot)
 
     def _restart_supervisor(self, slot: Slot) -> None:
@@ -400,10 +411,14 @@ class Backplane:
         msg = inc.env.msg
         if self.pending.resolve(inc):  # a card's answer to an ipc fault
             return
-        if isinstance(msg, Heartbeat):  # a card's, on its NPU channel
+        if not self.mgmt_message(inc):  # an old active MIO, told to step down
+            return
+        if isinstance(msg, Heartbeat):  # a card's, on its NPU channel, or a MIO's
             slot = self._card_of(inc.peer)
             if slot is not None:
                 self.seen[slot] = max(self.seen.get(slot, 0.0), msg.sent)
+            elif (mgmt := self._mgmt_of(inc.peer)) is not None:
+                self.mgmt_heartbeat(mgmt, msg.sent)
         elif isinstance(msg, Hello):
             self.on_hello(inc, msg)
         elif isinstance(msg, CardStates):
@@ -417,6 +432,15 @@ class Backplane:
                     self.power_off(self.slots[msg.slot])
         elif isinstance(msg, Datagram | Datagrams):  # a card answers a peer
             self.npu.send(msg, self._card_of(inc.peer) if self.npu.faults.rules else None)
+        elif isinstance(msg, Request) and msg.method == "npu.owners":  # after NpuBinds: in order
+            self.bus.reply(inc, True, {str(k): v for k, v in self.npu.owners.items()})
+        elif isinstance(msg, Request) and msg.method == "mgmt.switch":  # `card switch`
+            try:
+                self.bus.reply(
+                    inc, True, self.mgmt_switch(msg.args.get("from"), msg.args.get("to"))
+                )
+            except ValueError as exc:
+                self.bus.reply(inc, False, error=str(exc))
         elif isinstance(msg, Request) and msg.method == "card.seen":  # the supervisor asks
             slots = msg.args.get("slots") or []
             self.bus.reply(
@@ -552,6 +576,7 @@ class Backplane:
                 for s in self.slots.values()
             ],
             "faults": self.fault_list(),
+            "mgmt_takeovers": self.mgmt_takeovers,
             "npu": dict(self.npu.counts),
             "capture": self.capture.stats() if self.capture is not None else None,
             "lab": {
@@ -780,6 +805,7 @@ class Backplane:
         await self.start_lab()
         for slot in self.slots.values():
             self.start(slot)
+        self._spawn(self.mgmt_watch())
         await self.stopping.wait()
         self.shutdown()
 

@@ -150,6 +150,12 @@ class SessionRecovery:
         self.held.pop(failed, None)
         self.published = ()  # the roles changed: publish the standby again
         sup.update_npu()
+        try:  # the backplane answers in order: once it does, the NPU steers to the new card
+            await sup.pending.call(sup.bp, Request("npu.owners", {}), timeout=5)
+            await sup.pending.call(sup.ctl, Request("takeover.sync", {}),
+                                   to=f"slot-{standby}".encode(), timeout=5)  # fmt: skip
+        except (TimeoutError, RpcError) as exc:
+            log.error("slot %d: Message ID sync at card %d: %s", failed, standby, exc)
         done = sup.mono.now()
         record = {"failed": failed, "by": standby, "why": why, "sas": result.get("sas", 0),
                   "children": result.get("children", 0), "took_ms": round((done - started) * 1e3, 1),

@@ -46,6 +46,7 @@ from supervisor.certificates import Certificates
 from supervisor.cli import CommandFailure, Engine
 from supervisor.crls import CrlService
 from supervisor.fanout import STREAMS, Fanout
+from supervisor.ha import Follower, Replicator
 from supervisor.ike import commands as ike_commands
 from supervisor.pki import cmp_commands, crl_commands
 from supervisor.pki import commands as pki_commands
@@ -130,6 +131,16 @@ class System:
     def propagation(self) -> list[float]:
         return list(self.sup.fanout.propagation)
 
+    async def card_switch(self, src: int | None, dst: int | None) -> str:
+        """A planned management-card switchover: the backplane makes the standby active;
+        this MIO steps down and comes back as the standby."""
+        try:
+            return await self.sup.pending.call(
+                self.sup.bp, Request("mgmt.switch", {"from": src, "to": dst}), timeout=5
+            )
+        except (TimeoutError, RpcError) as exc:
+            raise CommandFailure(f"Failure: {exc or 'the backplane did not answer'}") from None
+
     async def card_migrate(self, src: int, dst: int) -> str:
         return await self.sup.recovery.migrate(src, dst)
 
@@ -185,6 +196,8 @@ class Supervisor:
         self.certs = Certificates(self)
         self.crls = CrlService(self)
         self.recovery = SessionRecovery(self)
+        self.replicator: Replicator | None = None  # active: keeps the standby MIO in sync
+        self.follower: Follower | None = None  # standby: follows the active MIO
         self.crl_refresh: asyncio.Task | None = None
         self.template_status: dict[int, dict] = {}  # slot -> crypto template -> ready / why not
         self.card_counters: dict[int, dict] = {}
@@ -223,45 +236,89 @@ class Supervisor:
             ep["backplane"], keyring.public_key(keys, "backplane"), f"mgmt-{self.slot}"
         )
         self._listen(self.bp, self.on_backplane)
-        tasks = []
         hello = await self.pending.call(
             self.bp, Hello(self.slot, self.role, os.getpid()), timeout=10
         )
         self.node.epoch, self.role = hello["epoch"], hello["role"]
         log.info("slot %d: %s, epoch %d", self.slot, self.role, self.node.epoch)
+        self.background.add(asyncio.create_task(self._beat_backplane()))
         if self.role == "active":
-            for entry in hello["slots"]:
-                if entry["pid"] and entry["slot"] in self.packet_slots:
-                    self.cards.on_started(entry["slot"], entry["pid"], self.mono.now())
-                elif entry["slot"] in self.cards.cards and entry["type"] in MANAGEMENT:
-                    self.cards.cards[entry["slot"]].pid = entry["pid"]
-                    self.cards.cards[entry["slot"]].state = entry["state"]
-            self.cards.cards[self.slot].state, self.cards.cards[self.slot].pid = (
-                "active",
-                os.getpid(),
-            )
             boot = lab_placeholders(
                 self.topology.get("startup_config", ""), self.manifest.get("lab", {})
             )
-            for err in await self.engine.apply_boot_async(boot):
-                # The line itself may hold key data: log its number and the reason only.
-                log.warning("boot configuration line %d: %s", err.line_no, err.message)
-            await self.certs.restore_from_store()
-            self.certs.resume_cmp()
-            self.node.start_auth()
-            self.ctl = self.node.router(ep["control"])
-            self.pub = self.node.publisher(ep["state"])
-            self.cli = self.node.router(ep["cli"])
-            self.publish_config()
-            self.sync_credentials()
-            self._listen(self.ctl, self.on_card)
-            self._listen(self.cli, self.on_cli)
-            tasks.append(asyncio.create_task(self._tick()))
+            await self._activate(hello["slots"], boot)
+        elif "sync" in ep:  # the standby follows the active (supervisor/ha.py)
+            self.follower = Follower(self)
+            self.background.add(asyncio.create_task(self.follower.run(ep["sync"])))
         await self.stopping.wait()
-        for t in tasks:
+        for t in list(self.background):
             t.cancel()
         self.workers.close()
         self.node.close()
+
+    async def _activate(self, slots: list[dict], config: str, state: dict | None = None) -> None:
+        """Serve as the active MIO: apply ``config`` (the startup-config at boot, the
+        replicated running configuration at a takeover), restore the store, resume CMP
+        requests, bind the cards' and the CLI's sockets and publish."""
+        ep = self.manifest["endpoints"]
+        now = self.mono.now()
+        for entry in slots:
+            if entry["pid"] and entry["slot"] in self.packet_slots:
+                self.cards.on_started(entry["slot"], entry["pid"], now)
+            elif entry["slot"] in self.cards.cards and entry["type"] in MANAGEMENT:
+                self.cards.cards[entry["slot"]].pid = entry["pid"]
+                self.cards.cards[entry["slot"]].state = entry["state"]
+        self.cards.cards[self.slot].state, self.cards.cards[self.slot].pid = "active", os.getpid()
+        if state:  # roles and SPI owners as the old active left them (session recovery)
+            for slot, role in (state.get("roles") or {}).items():
+                if int(slot) in self.cards.cards and int(slot) in self.packet_slots:
+                    self.cards.cards[int(slot)].role = role
+            self.recovery.owners = {int(k): int(v) for k, v in (state.get("owners") or {}).items()}
+        for err in await self.engine.apply_boot_async(config):
+            # The line itself may hold key data: log its number and the reason only.
+            log.warning("boot configuration line %d: %s", err.line_no, err.message)
+        await self.certs.restore_from_store()
+        self.certs.resume_cmp()
+        self.node.start_auth()
+        self.ctl = self.node.router(ep["control"])
+        self.pub = self.node.publisher(ep["state"])
+        self.cli = self.node.router(ep["cli"])
+        if "sync" in ep:
+            self.replicator = Replicator(self)
+            self.replicator.start(ep["sync"])
+            self.certs.cmp.before_send = self.replicator.before_cmp
+        self.publish_config()
+        self.sync_credentials()
+        self._listen(self.ctl, self.on_card)
+        self._listen(self.cli, self.on_cli)
+        self.background.add(asyncio.create_task(self._tick()))
+
+    async def take_over(self, inc: Incoming, args: dict) -> None:
+        """The backplane made this standby MIO the active one (the old one failed or is
+        being switched over): serve with the replicated state, at the new epoch."""
+        started = self.mono.now()
+        self.role, self.node.epoch = "active", int(args["epoch"])
+        follower, self.follower = self.follower, None
+        state = follower.state if follower is not None else {}
+        if follower is not None:
+            follower.close()
+        status = await self.pending.call(self.bp, Request("status", {}), timeout=5)
+        config = state.get("config") or lab_placeholders(
+            self.topology.get("startup_config", ""), self.manifest.get("lab", {})
+        )  # never synced: the startup-config, as a restarted MIO would
+        await self._activate(status["slots"], config, state)
+        took = round((self.mono.now() - started) * 1e3, 1)
+        log.warning("active from epoch %d (%s): configuration version %s, %d CMP requests "
+                    "announced, serving after %.1f ms", self.node.epoch, args.get("why", ""),
+                    state.get("version"), len(follower.cmp) if follower else 0, took)  # fmt: skip
+        self.bp.reply(inc, True, {"took_ms": took, "cards": len(self.packet_slots)})
+
+    async def _beat_backplane(self) -> None:
+        """Both MIOs heartbeat the backplane: it detects a hung active and promotes the
+        standby (chassis/mgmt_pair.py)."""
+        while True:
+            self.bp.send(Heartbeat(self.mono.now()))
+            await asyncio.sleep(self.interval)
 
     def _listen(self, channel: Channel, handler) -> None:
         channel.listen(lambda inc: self._dispatch(channel, inc, handler))
@@ -468,6 +525,8 @@ class Supervisor:
                 self.pub.send(self.fanout.beacon(), topic=BEACON_TOPIC)
             self.publish_config()
             self.recovery.publish()
+            if self.replicator is not None:
+                self.replicator.tick()
             if now - expiry >= 1.0:
                 expiry = now
                 try:
@@ -497,6 +556,16 @@ class Supervisor:
 
     def on_backplane(self, inc: Incoming, env: Envelope) -> None:
         msg, now = env.msg, self.mono.now()
+        if isinstance(msg, Request) and msg.method == "mgmt.takeover":
+            self._spawn(self.take_over(inc, msg.args))
+            return
+        if isinstance(msg, Request) and msg.method == "mgmt.step-down":
+            # We were active, hung, and another MIO took over meanwhile (a higher epoch):
+            # stop obeying ourselves; the backplane starts this slot again as the standby.
+            log.warning("stepping down: MIO epoch %d is newer than ours (%d)",
+                        msg.args.get("epoch", 0), self.node.epoch)  # fmt: skip
+            self.stopping.set()
+            return
         if not isinstance(msg, ProcEvent) or msg.slot not in self.cards.cards:
             return
         card = self.cards.cards[msg.slot]

@@ -112,6 +112,18 @@ def _card_halt(args: dict, ctx: Any) -> Any:
     return run() if args.get("-noconfirm") else ctx.confirm(run)
 
 
+def _card_switch(args: dict, ctx: Any) -> Any:
+    system = ctx.system
+
+    def run() -> Deferred:
+        async def work():
+            return await system.card_switch(args.get("src"), args.get("dst"))
+
+        return Deferred(work, lambda text: Result(text))
+
+    return run() if args.get("-noconfirm") else ctx.confirm(run)
+
+
 def _session_flag(attr: str, value: Any):
     def handler(args: dict, ctx: Any) -> None:
         ctx.later(lambda: setattr(ctx.session, attr, args.get(value, value)))
@@ -159,6 +171,23 @@ def register(g: Grammar) -> None:
             "halt": "Migrates an active card's sessions to the standby, then takes "
             "the card offline",
         },  # fmt: skip
+    )
+    g.command(
+        "exec",
+        "card switch from <src:INT(0-18)> to <dst:INT(0-18)> [ -noconfirm ]",
+        _card_switch,
+        help={
+            **HELP,
+            "switch": "Switches the management cards over (planned)",
+            "from": "The active card",
+            "to": "The standby card",
+        },  # fmt: skip
+    )
+    g.command(
+        "exec",
+        "card smc switchover [ -noconfirm ]",
+        _card_switch,
+        help={**HELP, "smc": "The management cards", "switchover": "Makes the standby active"},
     )
     # Automation sends these at login; accepted and remembered, paging is the client's job.
     g.command(

@@ -104,6 +104,9 @@ class CmpService:
         self.results: Counter[tuple[str, str]] = Counter()  # (transaction type, success|failure)
         self.history: deque[dict] = deque(maxlen=100)
         self.outstanding: dict[str, Outstanding] = {}
+        # Awaited before each request goes out, its journal entry written: the standby MIO
+        # acks that it knows of it (supervisor/ha.py); None without a standby.
+        self.before_send = None
         self._seen: dict[int, tuple[Counter, Counter]] = {}  # per transaction: counts carried over
 
     # --- one transaction -----------------------------------------------------------------
@@ -154,6 +157,8 @@ class CmpService:
         new = tx.sent - seen_sent
         self.sent.update(new)
         seen_sent.update(new)
+        if self.before_send is not None:
+            await self.before_send(out.cert_name)
         try:
             answer = await self.transport(out.url, der)
         except TransportError:
