@@ -63,6 +63,11 @@ def render_status(status: dict) -> str:
         lines.append(
             f"capture to {status['capture']['path']}: {capture_summary(status['capture'])}"
         )
+    for fault in status.get("faults") or []:
+        lines.append(f"fault in force: {fault.get('fault')}")
+    for t in status.get("mgmt_takeovers") or []:
+        lines.append(f"management takeover: MIO {t['from']} -> {t['to']} ({t['why']}), "
+                     f"epoch {t['epoch']}")  # fmt: skip
     return "\n".join(lines)
 
 
