@@ -54,15 +54,17 @@ class CrlStore:
         self.by_url: dict[str, CrlEntry] = {}
         self.generation = 0  # +1 per change: what was derived from the store is outdated
 
-    def put(self, entry: CrlEntry) -> None:
+    def put(self, entry: CrlEntry, force: bool = False) -> None:
+        """Keep ``entry`` unless a newer version is held; ``force``: the configuration stream
+        says so (its versions start again at a management-card takeover)."""
         if entry.name is not None:
             old = self.by_name.get(entry.name)
-            if old is None or entry.version >= old.version:
+            if old is None or force or entry.version >= old.version:
                 self.by_name[entry.name] = entry
                 self.generation += 1
         else:
             old = self.by_url.get(entry.url)
-            if old is None or entry.version >= old.version:
+            if old is None or force or entry.version >= old.version:
                 self.by_url[entry.url] = entry
                 self.generation += 1
 

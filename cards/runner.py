@@ -497,9 +497,9 @@ class Card:
         self._install_crl(entry)
         return entry.get("error")
 
-    def _install_crl(self, wire: dict) -> None:
+    def _install_crl(self, wire: dict, force: bool = False) -> None:
         try:
-            self.crls.put(CrlEntry.from_wire(wire))
+            self.crls.put(CrlEntry.from_wire(wire), force)
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("CRL %s not installed: %s", wire.get("url"), exc)
 
@@ -514,7 +514,7 @@ class Card:
                 held = (self.crls.by_name.get(value["name"]) if value.get("name") is not None
                         else self.crls.by_url.get(value.get("url")))  # fmt: skip
                 if held is None or held.version != value.get("version"):
-                    self._install_crl(value)
+                    self._install_crl(value, force=True)
         for name in set(self.crls.by_name) - names:
             self.crls.remove_name(name)
 

@@ -267,3 +267,16 @@ def test_the_gateway_does_not_send_its_own_revoked_certificate():
     pair.run(pair.start())
     (failed,) = pair.of("r", AuthFailed)
     assert "our certificate" in failed.reason and not pair.of("i", Established)
+
+
+def test_the_configuration_stream_replaces_a_crl_whatever_its_version():
+    """A CDP answer never replaces a newer CRL; the configuration stream always does (a new
+    active MIO numbers its CRLs from 1 again)."""
+    store = CrlStore()
+    newer = CrlEntry(**{**crl_entry("root-crl", [1]).__dict__, "version": 7})
+    store.put(newer)
+    restarted = crl_entry("root-crl", [1, 2])  # version 1, from the new active MIO
+    store.put(restarted)
+    assert store.by_name["root-crl"] is newer
+    store.put(restarted, force=True)
+    assert store.by_name["root-crl"] is restarted and 2 in restarted.index
