@@ -66,12 +66,20 @@ class Replicator:
                      inc.peer.decode(errors="replace"), self.sent["version"])  # fmt: skip
 
     def tick(self) -> None:
-        """Push what changed since the standby's last ack (one push in flight at a time)."""
+        """Push what changed since the standby's last ack (one push in flight at a time).
+        The configuration is rendered only when its version moved."""
         if self.peer is None or (self.pushing is not None and not self.pushing.done()):
             return
-        now = snapshot(self.sup)
-        if now != self.sent:
-            self.pushing = self.sup._spawn(self._push(now))
+        sup, sent = self.sup, self.sent
+        roles = {str(s): c.role for s, c in sup.cards.cards.items()}
+        owners = {str(k): v for k, v in sup.recovery.owners.items()}
+        if (sup.engine.version, roles, owners) == (
+            sent.get("version"),
+            sent.get("roles"),
+            sent.get("owners"),
+        ):
+            return
+        self.pushing = sup._spawn(self._push(snapshot(sup)))
 
     async def _push(self, state: dict) -> None:
         if await self.push({"state": state}):
