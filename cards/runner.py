@@ -50,6 +50,7 @@ from chassis.ipc.rundir import RunDir
 from chassis.ipc.sockets import Channel, Incoming, IpcFault, Node
 
 log = logging.getLogger("card")
+MAX_UNACKED_BATCHES = 50  # checkpoint batches kept for a silent standby, then a full one
 OCSP_MAX_BYTES = 64 * 1024  # an OCSP answer larger than this is refused (an error: CRL next)
 
 
@@ -554,6 +555,9 @@ class Card:
         except (TimeoutError, RpcError) as exc:
             self.counters["ckpt_unacked"] += 1
             log.debug("checkpoints: %s", exc)
+            if len(outbox.unacked) > MAX_UNACKED_BATCHES:  # the standby is not taking them:
+                outbox.unacked.clear()  # one full batch replaces them when it answers again
+                self.ckpt_full = True
             return
         if self.outbox is outbox:
             outbox.on_ack(int(answer.get("ack", 0)))
