@@ -104,7 +104,14 @@ def main() -> None:
 @RUN_DIR
 @click.option("--detach", is_flag=True, help="Return once ready; the chassis keeps running.")
 @click.option(
-    "--wait", "wait_for", type=click.Choice(["cards"]), default="cards", show_default=True
+    "--wait",
+    "wait_for",
+    type=click.Choice(api.WAIT_LEVELS),
+    default="cards",
+    show_default=True,
+    help="Readiness: cards = every slot in its role; certs = and every packet card in service "
+    "holds the gateway's current certificate with its crypto templates ready; tunnels = and the "
+    "lab fleet's expected tunnels are up with all their child SAs.",
 )
 @click.option(
     "--timeout", type=float, default=30.0, show_default=True, help="Seconds to wait for readiness."
@@ -114,30 +121,129 @@ def main() -> None:
     metavar="NAME",
     help="Run the chassis (backplane, cards, lab) inside this network namespace (ip netns add).",
 )
-def up(topology, run_dir, detach, wait_for, timeout, netns):
-    """Start a chassis from TOPOLOGY (default: topologies/default.yaml)."""
-    started = time.monotonic()
+@click.option(
+    "--refresh",
+    type=click.FloatRange(min=0.25),
+    default=1.0,
+    show_default=True,
+    help="Seconds between two polls of the live view (and of the metrics).",
+)
+@click.option(
+    "--plain",
+    is_flag=True,
+    help="Plain lines instead of the live view (the default when stdout is not a terminal).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(0, 65535),
+    metavar="PORT",
+    help="Serve Prometheus metrics on 127.0.0.1:PORT/metrics (needs prometheus_client; 0: any "
+    "free port).",
+)
+def up(topology, run_dir, detach, wait_for, timeout, netns, refresh, plain, metrics_port):
+    """Start a chassis from TOPOLOGY (default: topologies/default.yaml).
+
+    In the foreground a live view shows the cards, the certificate version each holds, tunnels
+    and traffic per card and the latest events until Ctrl-C, which stops the chassis."""
+    if metrics_port is not None:
+        from chassis import metrics
+
+        try:
+            metrics.require_prometheus()
+        except metrics.MetricsUnavailable as exc:
+            raise click.ClickException(str(exc)) from None
+    started, wall = time.monotonic(), time.time()
+    first = "cards" if not detach else wait_for  # the foreground view waits for the rest
     try:
-        chassis = api.up(topology, run_dir, wait=wait_for, timeout=timeout, netns=netns)
+        chassis = api.up(topology, run_dir, wait=first, timeout=timeout, netns=netns)
     except topo_mod.TopologyError as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)
     except api.ChassisError as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(render_status(chassis.status()))
-    click.echo(f"ready in {time.monotonic() - started:.2f} s; run dir {chassis.run.root}")
     if detach:
+        click.echo(render_status(chassis.status()))
+        if metrics_port is not None:
+            try:
+                url, pid = _detached_metrics(chassis, metrics_port, refresh)
+            except click.ClickException:
+                api.down(chassis.run.root)
+                raise
+            click.echo(f"metrics on {url} (pid {pid}; it exits with the chassis)")
+        click.echo(
+            f"ready in {time.monotonic() - started:.2f} s ({wait_for}); run dir {chassis.run.root}"
+        )
         return
-    click.echo("Ctrl-C stops the chassis.")
+    _foreground(chassis, wait_for, timeout, wall, refresh, plain, metrics_port)
+
+
+def _detached_metrics(chassis, port: int, refresh: float) -> tuple[str, int]:
+    """Start `python -m chassis.metrics` in a session of its own (it polls the chassis and
+    exits when the backplane does); wait (bounded) for the URL it serves."""
+    import select
+    import subprocess
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chassis.metrics", "--run-dir", str(chassis.run.root),
+         "--port", str(port), "--interval", str(refresh)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=open(chassis.run.logs / "metrics.out", "ab"), start_new_session=True,
+    )  # fmt: skip
+    ready, _, _ = select.select([proc.stdout], [], [], 20.0)
+    line = proc.stdout.readline().decode(errors="replace").strip() if ready else ""
+    proc.stdout.close()
+    if not line.startswith("serving "):
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        raise click.ClickException(
+            line.removeprefix("error: ")
+            or f"the metrics exporter did not start (see {chassis.run.logs}/metrics.out)"
+        )
+    return line.removeprefix("serving "), proc.pid
+
+
+def _foreground(chassis, wait_for, timeout, wall, refresh, plain, metrics_port) -> None:
+    """The live view until Ctrl-C (or SIGTERM), or until the backplane exits; the chassis is
+    stopped on the way out, whatever happened."""
+    from rich.console import Console
+
+    from chassis import live
+
+    console = Console()
+    exporter, code = None, 0
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
-        while chassis.running():
-            time.sleep(0.2)
+        if metrics_port is not None:
+            from chassis import metrics
+
+            try:
+                exporter = metrics.Exporter(metrics_port)
+            except metrics.MetricsUnavailable as exc:
+                raise click.ClickException(str(exc)) from None
+            click.echo(f"metrics on {exporter.url}")
+        plain = plain or not console.is_terminal
+        click.echo(f"chassis {chassis.name} running; run dir {chassis.run.root}; Ctrl-C stops it.")
+
+        def on_ready(view: dict) -> None:
+            if plain:
+                click.echo(f"ready in {view['wall'] - wall:.2f} s ({wait_for})")
+
+        live.run(chassis, level=wait_for, timeout=timeout, interval=refresh, started=wall,
+                 plain=plain, console=console, exporter=exporter, on_ready=on_ready)  # fmt: skip
         click.echo("backplane exited", err=True)
+        code = 1
+    except live.ReadinessTimeout as exc:
+        click.echo(f"Error: {exc}", err=True)
+        code = 1
     except KeyboardInterrupt:
         click.echo("stopping")
     finally:
+        if exporter is not None:
+            exporter.close()
         chassis.down()
+    if code:
+        sys.exit(code)
 
 
 @main.command()
@@ -593,6 +699,26 @@ def capture(file, run_dir, seconds, keys, max_mb, stop):
         click.echo(f"{k['path']}: keys of {k['ike_sas']} IKE SAs, {k['esp_sas']} ESP SAs")
         if stats.get("keys_error"):
             click.echo(f"last key gathering failed: {stats['keys_error']}", err=True)
+
+
+@main.command()
+@click.argument("topology", required=False, type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True,
+              help="Directory for NAME.dot, NAME.svg and NAME.html.")  # fmt: skip
+@click.option("--no-dot", is_flag=True, help="Do not run Graphviz's dot even when installed.")
+def graph(topology, out_dir, no_dot):
+    """Draw TOPOLOGY (default: topologies/default.yaml): a Graphviz dot file and a
+    self-contained HTML page with an SVG picture of the cards, the lab peers and their links."""
+    from chassis import graph as graph_mod
+
+    try:
+        topo = topo_mod.load(topology or topo_mod.default_path())
+    except topo_mod.TopologyError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    paths = graph_mod.write(topo, out_dir, use_dot=not no_dot)
+    for kind, path in paths.items():
+        click.echo(f"{kind:<8} {path}")
 
 
 @main.command()

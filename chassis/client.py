@@ -128,24 +128,68 @@ class Chassis:
         return reply.result
 
     def wait(self, what: str = "cards", timeout: float = 30.0, proc=None) -> dict:
-        """Wait until every slot is in its role (`cards`); raise ChassisError on timeout."""
-        if what != "cards":
-            raise ChassisError(f"--wait {what}: only 'cards' exists so far")
+        """Wait for a readiness level (WAIT_LEVELS); raise ChassisError on timeout, naming
+        what was not reached. Returns the last status (`certs`/`tunnels`: with the card
+        table under "cards" and the certificates under "certificates").
+
+        cards:   every slot is in its role (active or standby).
+        certs:   cards, and the gateway holds its certificate everywhere it must: at least one
+                 certificate is in the store (`show certificate`); on ASR 5500 every packet
+                 card in service (active or standby) holds the current version of each
+                 (`Cards: 1: v3, ...`) and reports each of its crypto templates and crypto maps
+                 `ready` (card table `templates`); on ASR 9000 the RSP holds it (VSMs only
+                 get it by `cmp fetch`).
+        tunnels: certs, and the lab fleet (if the topology has one) reports its expected
+                 tunnels up with all their child SAs (`lab.fleet.status`: `up` and
+                 `children_up`; expected = `expected` if the fleet reports it, else
+                 `configured` less the eNodeBs it reports `revoked`)."""
+        if what not in WAIT_LEVELS:
+            raise ChassisError(f"--wait {what}: expected one of {', '.join(WAIT_LEVELS)}")
         deadline = time.monotonic() + timeout
         status: dict = {}
+        missing: list[str] = ["no status from the backplane yet"]
         while time.monotonic() < deadline:
             if proc is not None and proc.poll() is not None:
                 raise ChassisError(f"backplane exited with {proc.returncode}; see {self.run.logs}")
             try:
                 status = self.status(timeout=1.0)
-            except (ChassisError, TimeoutError):
+            except (ChassisError, TimeoutError) as exc:
+                missing = [f"backplane status: {exc or type(exc).__name__}"]
                 time.sleep(0.05)
                 continue
-            if all(s["state"] in READY for s in status["slots"]):
+            missing = cards_missing(status)
+            if not missing and what != "cards":
+                status = self._readiness_snapshot(status, max(0.5, deadline - time.monotonic()))
+                missing = readiness_missing(what, status)
+            if not missing:
                 return status
-            time.sleep(0.02)
-        states = {s["slot"]: s["state"] for s in status.get("slots", [])}
-        raise ChassisError(f"chassis {self.name} not ready after {timeout:g} s: {states}")
+            time.sleep(0.02 if what == "cards" else 0.2)
+        if what == "cards":
+            states = {s["slot"]: s["state"] for s in status.get("slots", [])}
+            raise ChassisError(f"chassis {self.name} not ready after {timeout:g} s: {states}")
+        raise ChassisError(
+            f"chassis {self.name}: --wait {what} not reached after {timeout:g} s: "
+            + "; ".join(missing)
+        )
+
+    def _readiness_snapshot(self, status: dict, timeout: float) -> dict:
+        """status + the card table and the certificates, from one CLI session (an error
+        there is kept under "errors": the supervisor may still be starting)."""
+        snap = dict(status)
+        try:
+            results = self.exec("show card table", "show certificate",
+                                timeout=min(timeout, 5.0), stop_on_error=False)  # fmt: skip
+        except (ChassisError, TimeoutError, OSError) as exc:
+            snap["errors"] = [f"supervisor CLI: {exc or type(exc).__name__}"]
+            return snap
+        for r in results:
+            if r.error:
+                snap.setdefault("errors", []).append(f"{r.command}: {r.output.strip()}")
+            elif r.command == "show card table":
+                snap["cards"] = (r.data or {}).get("cards", [])
+            else:
+                snap["certificates"] = (r.data or {}).get("items", [])
+        return snap
 
     def session(self, timeout: float = 10.0, card: int | None = None) -> CliSession:
         """A CLI session; `card` names the packet card that card commands (cmp) act for."""
@@ -427,6 +471,103 @@ class Chassis:
         down(self.run.root, timeout=timeout)
 
 
+WAIT_LEVELS = ("cards", "certs", "tunnels")
+IN_SERVICE = ("active", "standby")
+
+
+def cards_missing(status: dict) -> list[str]:
+    """`--wait cards`: the slots not (yet) in their role, e.g. ["slot 2 booting"]."""
+    slots = status.get("slots")
+    if not slots:
+        return ["no slot reported"]
+    return [f"slot {s['slot']} {s['state']}" for s in slots if s["state"] not in READY]
+
+
+def readiness_missing(what: str, snap: dict) -> list[str]:
+    """What keeps readiness level `what` from being reached in `snap` (a status with
+    "cards" and "certificates", as `Chassis.wait` and the live view gather them); [] when
+    reached. Pure: the live view and the tests call it on dicts."""
+    missing = cards_missing(snap)
+    if what == "cards" or missing:
+        return missing
+    missing = certs_missing(snap)
+    if what == "certs" or missing:
+        return missing
+    return tunnels_missing(snap)
+
+
+def certs_missing(snap: dict) -> list[str]:
+    """`--wait certs` (see Chassis.wait)."""
+    if snap.get("errors") and ("cards" not in snap or "certificates" not in snap):
+        return list(snap["errors"])
+    certs = [c for c in snap.get("certificates") or [] if not c.get("is_ca")]
+    if not certs:
+        return ["no certificate in the store yet (show certificate lists none)"]
+    if snap.get("platform") == "asr9000":
+        return []
+    table = {c["slot"]: c for c in snap.get("cards") or []}
+    missing = []
+    for s in snap.get("slots", []):
+        if s["type"] in topology.MANAGEMENT_TYPES or s["state"] not in IN_SERVICE:
+            continue
+        slot = s["slot"]
+        for cert in certs:
+            want, held = f"v{cert['generation']}", (cert.get("cards") or {}).get(str(slot))
+            if held != want:
+                missing.append(
+                    f"{s['label']} {slot} holds certificate {cert['name']} "
+                    f"{held or 'not at all'} (current {want})"
+                )
+        templates = (table.get(slot) or {}).get("templates")
+        if templates is None:
+            missing.append(f"{s['label']} {slot} has not reported its crypto templates")
+            continue
+        for name, state in sorted(templates.items()):
+            if state != "ready":
+                missing.append(f"{s['label']} {slot} crypto template {name}: {state}")
+    return missing
+
+
+def expected_tunnels(fleet: dict) -> int:
+    """The tunnels a fleet status expects up: its own `expected` when it reports one, else
+    `configured` less the eNodeBs it reports revoked (a count or a list)."""
+    if isinstance(fleet.get("expected"), int):
+        return fleet["expected"]
+    revoked = fleet.get("revoked") or 0
+    revoked = revoked if isinstance(revoked, int) else len(revoked)
+    return max(0, int(fleet.get("configured") or 0) - revoked)
+
+
+def expected_children(fleet: dict) -> int:
+    """The child SAs a fleet status expects up: its `children_wanted` counts only the expected
+    eNodeBs when it reports `expected`; else its share for the expected ones."""
+    wanted = int(fleet.get("children_wanted") or 0)
+    if isinstance(fleet.get("expected"), int):
+        return wanted
+    configured = int(fleet.get("configured") or 0)
+    return wanted // configured * expected_tunnels(fleet) if configured else 0
+
+
+def tunnels_missing(snap: dict) -> list[str]:
+    """`--wait tunnels` (see Chassis.wait); a chassis without a lab fleet has none to wait for."""
+    fleet_peer = (snap.get("lab") or {}).get("fleet")
+    if fleet_peer is None:
+        return []
+    fleet = fleet_peer.get("status")
+    if not fleet_peer.get("pid"):
+        return ["the lab fleet is not running"]
+    if not fleet:
+        return ["the lab fleet has not reported yet"]
+    expected, children_expected = expected_tunnels(fleet), expected_children(fleet)
+    up, children = int(fleet.get("up") or 0), int(fleet.get("children_up") or 0)
+    missing = []
+    if up < expected:
+        missing.append(f"lab fleet: {up} of {expected} expected tunnels up")
+    if children < children_expected:
+        missing.append(f"lab fleet: {children} of {children_expected} expected child SAs up")
+    return missing
+
+
 def up(
     topology_file: Path | str | None = None,
     run_dir: Path | str | None = None,
@@ -435,7 +576,8 @@ def up(
     timeout: float = 30.0,
     netns: str | None = None,
 ) -> Chassis:
-    """Start a chassis. `netns`: run the backplane, and so every card and lab peer, inside that
+    """Start a chassis and wait for readiness level `wait` (WAIT_LEVELS; None: do not
+    wait). `netns`: run the backplane, and so every card and lab peer, inside that
     existing network namespace (`ip netns add NAME`; root only): the gateway's addresses are
     then the namespace's. This API and the CLI reach it over its ipc:// socket files."""
     check_packages()
