@@ -155,12 +155,25 @@ def up(topology, run_dir, detach, wait_for, timeout, netns, refresh, plain, metr
     started, wall = time.monotonic(), time.time()
     first = "cards" if not detach else wait_for  # the foreground view waits for the rest
     try:
+        topo = topo_mod.load(topology or topo_mod.default_path())
+        root = Path(run_dir) if run_dir else api.default_run_dir(topo.name)
+        running_before = (root / "chassis.json").exists() and api.Chassis(root).running()
+    except topo_mod.TopologyError as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
+    try:
         chassis = api.up(topology, run_dir, wait=first, timeout=timeout, netns=netns)
     except topo_mod.TopologyError as exc:
         click.echo(str(exc), err=True)
         sys.exit(2)
     except api.ChassisError as exc:
         raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:  # Ctrl-C while it starts: stop what this command started
+        if not running_before and (root / "chassis.json").exists():
+            click.echo("stopping")
+            api.down(root)
+        sys.exit(130)
     if detach:
         click.echo(render_status(chassis.status()))
         if metrics_port is not None:
@@ -212,7 +225,6 @@ def _foreground(chassis, wait_for, timeout, wall, refresh, plain, metrics_port) 
 
     console = Console()
     exporter, code = None, 0
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt))
     try:
         if metrics_port is not None:
             from chassis import metrics

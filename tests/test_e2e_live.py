@@ -23,7 +23,7 @@ import time
 
 import httpx
 import pytest
-from helpers import ROOT, wait_until, write_topology
+from helpers import BASIC, ROOT, wait_until, write_topology
 
 from chassis import procs
 
@@ -286,3 +286,36 @@ def test_graph_writes_the_files(tmp_path):
     page = (tmp_path / "pic" / "livegraph.html").read_text()
     assert "<svg" in page and "lab eNodeB fleet" in page and "Slot 5" in page
     assert (tmp_path / "pic" / "livegraph.dot").read_text().startswith('digraph "livegraph"')
+
+
+def test_sigint_while_starting_tears_down(tmp_path):
+    """Ctrl-C before the view is up (the cards still booting) stops what `up` started too."""
+    run = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "chassis", "up", str(BASIC), "--run-dir", str(run)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: (run / "pids.json").exists() and len(recorded(run)) >= 2,
+            30,
+            0.01,
+            what="the backplane and a card started",
+        )
+        processes = recorded(run)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+        assert proc.returncode in (0, 130), out
+        assert "stopping" in out
+        assert [(n, p) for n, p, start in processes if procs.alive(p, start)] == []
+        assert not (run / "pids.json").exists()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+        if (run / "pids.json").exists():
+            chassis("down", "--run-dir", run)
