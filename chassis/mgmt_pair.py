@@ -21,6 +21,11 @@ from chassis.ipc.messages import Request
 from chassis.ipc.rpc import RpcError
 
 log = logging.getLogger("backplane")
+# A management card is declared hung after this long without a heartbeat (the ZeroMQ guide's
+# Binary Star: 2 s). Not the packet cards' 300 ms: a supervisor's event loop legitimately
+# stalls for hundreds of milliseconds (loading the CMP ASN.1 modules, a boot configuration),
+# and a takeover for that would be worse than the stall. A crash is seen at once (pidfd).
+MGMT_HANG_S = 2.0
 
 
 class ManagementPair:
@@ -69,7 +74,7 @@ class ManagementPair:
 
     def _mgmt_standby(self):
         """The standby MIO, if it can take over: hello'd, alive, heard within the budget."""
-        budget = self.interval * self.liveness
+        budget = max(self.interval * self.liveness, MGMT_HANG_S)
         for slot in self.slots.values():
             if (slot.card.is_management and slot.role == "standby" and slot.state == "standby"
                     and slot.pid is not None and slot.card.slot not in self.demoted
@@ -79,7 +84,7 @@ class ManagementPair:
 
     async def mgmt_watch(self) -> None:
         """A hung active: its heartbeats stop (after its first one, so a booting one counts)."""
-        budget = self.interval * self.liveness
+        budget = max(self.interval * self.liveness, MGMT_HANG_S)
         while not self.stopping.is_set():
             await asyncio.sleep(self.interval / 4)
             active = self.active_mgmt

@@ -45,7 +45,8 @@ def test_kill_a_dpc_and_the_supervisor(chassis_factory):
     # a failed card is failed until it is rebooted: the backplane restarts it when told to
     assert not ch.exec("card reboot 1 -noconfirm")[0].error
     wait_until(lambda: slot_states(ch)[1] == "active", 10.0, what="slot 1 back")
-    assert slot(ch, 1)["failed_at"] == row["failed_at"]  # the last failure stays on record
+    # the last failure stays on record (the backplane's or the supervisor's stamp of it)
+    assert slot(ch, 1)["failed_at"] == pytest.approx(row["failed_at"], abs=1.0)
     assert slot_pid(ch, 1)[0] != pid
 
     # the active supervisor: the backplane restarts it with a higher epoch, cards re-attach
