@@ -165,6 +165,8 @@ def log_event(source: str, line: str) -> dict | None:
             ev = event(wall, src, f"{who}: {subject} {verdict}: {r['why']}")
             return {**ev, "verdict": "ok" if ok else "refused", "source": src, "quiet": ok}
         a = _AUTH.match(msg)
+        if a is not None and "revoked or unverifiable" in a["why"]:
+            return None  # the revocation verdict just before says it (with the subject)
         if a is not None:
             return event(wall, "auth", f"{who}: IKE_AUTH from {a['peer']} refused: {a['why']}")
     if source == "backplane" and "takes over" in msg:
@@ -237,6 +239,8 @@ def diff_events(prev: dict | None, cur: dict) -> list[dict]:
             out.append(event(at, "takeover", f"{who} role {p['role']} -> {s['role']}"))
         if s["state"] != p["state"]:
             kind = "failure" if s["state"] not in ("active", "standby", "booting") else "card"
+            if (p["state"], s["state"]) == ("standby", "active"):
+                kind = "takeover"
             out.append(event(at, kind, f"{who} {p['state']} -> {s['state']}"))
     # faults
     faults_before = {f.get("fault") for f in prev.get("faults") or []}
@@ -274,16 +278,16 @@ def diff_events(prev: dict | None, cur: dict) -> list[dict]:
                     f"{', '.join(sorted(reached, key=int))}",
                 )
             )
-    # the MIO's CRLs
-    crls_before = {c["name"]: c for c in prev.get("crls") or []}
+    # the MIO's CRLs (configured by name, or fetched from a CDP: by URL)
+    crls_before = {crl_label(c): c for c in prev.get("crls") or []}
     for c in cur.get("crls") or []:
-        p = crls_before.get(c["name"]) or {}
+        p = crls_before.get(crl_label(c)) or {}
         if p.get("number") != c.get("number") or p.get("version") != c.get("version"):
             out.append(
                 event(
                     at,
                     "crl",
-                    f"CRL {c['name']} #{c.get('number')} ({c.get('count')} "
+                    f"CRL {crl_label(c)} #{c.get('number')} ({c.get('count')} "
                     f"revoked), version {c.get('version')}",
                 )
             )
@@ -291,7 +295,7 @@ def diff_events(prev: dict | None, cur: dict) -> list[dict]:
             None,
             "ok",
         ):
-            out.append(event(at, "crl", f"CRL {c['name']} fetch: {c['last_result']}"))
+            out.append(event(at, "crl", f"CRL {crl_label(c)} fetch: {c['last_result']}"))
     # packet cards' templates
     tables = {c["slot"]: c for c in prev.get("cards") or []}
     for c in cur.get("cards") or []:
@@ -319,6 +323,11 @@ def _iso_wall(text) -> float | None:
         return None
 
 
+def crl_label(c: dict) -> str:
+    """A CRL of `show ca-crl all`: its name, or the URL of a CDP it was fetched from."""
+    return str(c.get("name") or c.get("url") or c.get("issuer") or "?")
+
+
 def _cmp_key(h: dict) -> tuple:
     return (h.get("time"), h.get("type"), h.get("cert"), h.get("result"), h.get("reason"))
 
@@ -342,7 +351,7 @@ def _lab_events(at: float, prev: dict, cur: dict) -> list[dict]:
             if n > 0:
                 why = fleet.get("losses" if key == "lost" else "failures") or {}
                 detail = (
-                    f" ({', '.join(f'{k}: {v}' for k, v in why.items())})"
+                    f" ({', '.join(f'{k}: {v}' for k, v in why.items())} in all)"
                     if why and key != "re_established"
                     else ""
                 )
@@ -617,7 +626,7 @@ def lab_lines(view: dict) -> list[str]:
         )
     for c in view.get("crls") or []:
         lines.append(
-            f"CRL {c['name']} #{c.get('number')}: {c.get('count')} revoked, version "
+            f"CRL {crl_label(c)} #{c.get('number')}: {c.get('count')} revoked, version "
             f"{c.get('version')}, last fetch {c.get('last_result') or '-'}"
         )
     verdicts = view.get("verdicts") or {}
@@ -701,7 +710,9 @@ def render(view: dict):
     parts.append(Text("latest events", style="bold"))
     events = (view.get("events") or [])[-EVENTS_SHOWN:]
     for ev in events:
-        parts.append(Text(event_line(ev), style=STYLE.get(ev.get("kind"), "")))
+        text = Text(event_line(ev), style=STYLE.get(ev.get("kind"), ""))
+        text.no_wrap, text.overflow = True, "ellipsis"
+        parts.append(text)
     if not events:
         parts.append(Text("  (none yet)", style="dim"))
     for err in view.get("errors") or []:

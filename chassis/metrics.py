@@ -98,6 +98,7 @@ def samples(view: dict) -> list[Family]:
     import datetime as dt
 
     from chassis.client import expected_tunnels
+    from chassis.live import crl_label
 
     f = _families()
     f["segw_up"].add(0 if any(e.startswith("backplane") for e in view.get("errors") or []) else 1)
@@ -151,9 +152,10 @@ def samples(view: dict) -> list[Family]:
     for (kind, result), n in sorted(history.items(), key=str):
         f["segw_cmp_history_entries"].add(n, kind, result)
     for crl in view.get("crls") or []:
-        f["segw_crl_number"].add(crl.get("number"), crl["name"])
-        f["segw_crl_entries"].add(crl.get("count"), crl["name"])
-        f["segw_crl_fetch_ok"].add(int(crl.get("last_result") == "ok"), crl["name"])
+        name = crl_label(crl)
+        f["segw_crl_number"].add(crl.get("number"), name)
+        f["segw_crl_entries"].add(crl.get("count"), name)
+        f["segw_crl_fetch_ok"].add(int(crl.get("last_result") == "ok"), name)
     for key, n in sorted((view.get("verdicts") or {}).items()):
         source, _, verdict = key.partition("/")
         f["segw_revocation_verdicts"].add(n, source, verdict)

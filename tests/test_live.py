@@ -251,6 +251,16 @@ def test_log_events_of_the_cards():
         ),
     )
     assert auth["kind"] == "auth" and "127.0.0.1:4500 refused: bad signature" in auth["text"]
+    revoked = live.log_event(
+        "dpc-1",
+        line(
+            "10:00:03",
+            "slot1 card",
+            "WARNING",
+            "IKE_AUTH from 127.0.0.1:4500 refused: certificate revoked or unverifiable: OCSP revoked",
+        ),
+    )
+    assert revoked is None  # the verdict line before it says it, with the subject
     assert auth["wall"] == time.mktime(time.strptime("2026-11-29 10:00:03", "%Y-%m-%d %H:%M:%S"))
     assert live.log_event("dpc-1", line("10:00:04", "slot1 card", "INFO", "IKE SA up")) is None
 
@@ -360,13 +370,19 @@ def test_diff_events_between_two_snapshots():
         "CRL lab-issuing fetch: HTTP 500",
         "DPC 2 crypto template segw/segw-tmpl: refusing: no key",
         "lab crl stopped",
-        "fleet: 2 tunnel(s) lost (dpd: 2)",
+        "fleet: 2 tunnel(s) lost (dpd: 2 in all)",
         "lab OCSP responder answered revoked 1 time(s)",
         "lab CRL publisher: issuing CRL #2, 1 revoked",
     ]
     kinds = {e["text"]: e["kind"] for e in live.diff_events(before, after)}
     assert kinds["DPC 1 active -> failed"] == "failure"
     assert kinds["fault in force: kill slot-1"] == "fault"
+    assert kinds["DPC 2 standby -> active"] == "takeover"
+    # a CRL fetched from a CDP has no name: its URL names it
+    cdp = {"name": None, "url": "http://ca/x.crl", "number": 1, "count": 0, "version": 1}
+    assert texts(live.diff_events(after, {**after, "crls": after["crls"] + [cdp]})) == [
+        "CRL http://ca/x.crl #1 (0 revoked), version 1"
+    ]
     lifted = texts(live.diff_events(after, {**after, "faults": []}))
     assert lifted == ["fault lifted: kill slot-1"]
     assert live.diff_events(after, after) == []

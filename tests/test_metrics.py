@@ -53,7 +53,14 @@ def full_view() -> dict:
             ],
             certificates=[cert(3, {"1": "v3", "2": "pending"})],
             crls=[
-                {"name": "lab-issuing", "number": 3, "count": 1, "version": 2, "last_result": "ok"}
+                {"name": "lab-issuing", "number": 3, "count": 1, "version": 2, "last_result": "ok"},
+                {
+                    "name": None,
+                    "url": "http://ca/x.crl",
+                    "number": 1,
+                    "count": 0,
+                    "last_result": "timed out",
+                },
             ],
             ipsec=[
                 {
@@ -104,9 +111,9 @@ def test_samples_of_a_view():
     assert m["segw_cmp_transactions"] == {("ir", "success"): 1.0, ("ir", "failure"): 0.0}
     assert m["segw_cmp_messages"][("ir", "sent")] == 1.0
     assert m["segw_cmp_history_entries"] == {("ir", "success"): 1.0}
-    assert m["segw_crl_number"] == {("lab-issuing",): 3.0}
-    assert m["segw_crl_entries"] == {("lab-issuing",): 1.0}
-    assert m["segw_crl_fetch_ok"] == {("lab-issuing",): 1.0}
+    assert m["segw_crl_number"] == {("lab-issuing",): 3.0, ("http://ca/x.crl",): 1.0}
+    assert m["segw_crl_entries"] == {("lab-issuing",): 1.0, ("http://ca/x.crl",): 0.0}
+    assert m["segw_crl_fetch_ok"] == {("lab-issuing",): 1.0, ("http://ca/x.crl",): 0.0}
     assert m["segw_revocation_verdicts"] == {("ocsp", "refused"): 1.0}
     assert m["segw_lab_ocsp_responses"][("good",)] == 40.0
     assert m["segw_lab_ocsp_responses"][("revoked",)] == 2.0
