@@ -751,6 +751,31 @@ class ReadinessTimeout(Exception):
     pass
 
 
+class Poller:
+    """gather() + Tracker.update() on one chassis. Per-child ESP counters are asked for only
+    while the card table counts at most DETAIL_MAX_CHILDREN child SAs (not on the first poll:
+    the count is not known yet)."""
+
+    def __init__(
+        self,
+        chassis,
+        level: str = "cards",
+        started: float | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        started = started or time.time()
+        self.chassis, self.detail = chassis, False
+        self.tracker = Tracker(level, started, timeout)
+        self.logs = LogTail(chassis.run.logs, since=started - 1)
+
+    def poll(self) -> dict:
+        view = self.tracker.update(gather(self.chassis, self.logs, self.detail))
+        cards = view.get("cards") or []
+        children = sum((c.get("counters") or {}).get("child_sas") or 0 for c in cards)
+        self.detail = bool(cards) and children <= DETAIL_MAX_CHILDREN
+        return view
+
+
 def run(
     chassis,
     *,
@@ -773,17 +798,10 @@ def run(
     plain = (not console.is_terminal) if plain is None else plain
     interval = max(MIN_POLL_S, interval)
     started = started or time.time()
-    tracker = Tracker(level, started, timeout)
-    logs = LogTail(chassis.run.logs, since=started - 1)
-    detail, last_summary = True, 0.0
+    poller, last_summary = Poller(chassis, level, started, timeout), 0.0
 
     def poll() -> dict:
-        nonlocal detail
-        view = tracker.update(gather(chassis, logs, detail))
-        children = sum(
-            (c.get("counters") or {}).get("child_sas") or 0 for c in view.get("cards") or []
-        )
-        detail = children <= DETAIL_MAX_CHILDREN
+        view = poller.poll()
         if exporter is not None:
             exporter.update(view)
         return view

@@ -262,14 +262,12 @@ def serve(run_dir: str, port: int, interval: float, ready=None) -> int:
 
     chassis = Chassis(run_dir)
     exporter = Exporter(port)
-    tracker = live.Tracker("cards", time.time())
-    logs = live.LogTail(chassis.run.logs, since=time.time())
+    poller = live.Poller(chassis)
     if ready is not None:
         ready(exporter)
     try:
         while chassis.running():
-            view = tracker.update(live.gather(chassis, logs))
-            exporter.update(view)
+            exporter.update(poller.poll())
             time.sleep(max(live.MIN_POLL_S, interval))
     finally:
         exporter.close()

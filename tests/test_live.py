@@ -647,6 +647,7 @@ class FakeChassis:
         }
 
     def exec(self, *commands, timeout=30.0, stop_on_error=True):
+        self.asked = getattr(self, "asked", []) + [commands]
         if self.fail_cli:
             raise TimeoutError("no answer from the supervisor")
         base = snapshot()
@@ -727,3 +728,18 @@ def test_run_renders_the_rich_view_on_a_terminal(tmp_path, monkeypatch):
     console = Console(file=out, force_terminal=True, width=200, color_system=None)
     live.run(FakeChassis(tmp_path, polls=2), level="cards", interval=0.0, console=console)
     assert "latest events" in out.getvalue() and "Ctrl-C stops the chassis." in out.getvalue()
+
+
+def test_poller_asks_for_per_child_counters_only_while_they_are_few(tmp_path, monkeypatch):
+    fake = FakeChassis(tmp_path)
+    poller = live.Poller(fake, "cards")
+    first = poller.poll()
+    assert live.IPSEC_DETAIL not in fake.asked[-1] and first["traffic"] == {}
+    second = poller.poll()  # the card table counted 6 child SAs: few
+    assert live.IPSEC_DETAIL in fake.asked[-1] and second["traffic"] == {
+        1: {"packets_in": 5, "packets_out": 0, "bytes_in": 0, "bytes_out": 0}
+    }
+    monkeypatch.setattr(live, "DETAIL_MAX_CHILDREN", 5)
+    poller.poll()
+    poller.poll()
+    assert live.IPSEC_DETAIL not in fake.asked[-1]
