@@ -135,7 +135,10 @@ def build(topo: Topology) -> Graph:
         if name == "fleet":
             count = conf.get("count", "?") if hasattr(conf, "get") else "?"
             children = conf.get("children", 1) if hasattr(conf, "get") else 1
-            detail = f"{count} eNodeBs, {children} child SA(s) each"
+            revoked = conf.get("revoked", 0) if hasattr(conf, "get") else 0
+            detail = f"{count} eNodeBs, {children} child SA(s) each" + (
+                f", {revoked} revoked" if revoked else ""
+            )
         g.nodes.append(
             Node(f"lab-{name}", LAB_NAMES.get(name, f"lab {name}"), "lab", type=name, detail=detail)
         )
@@ -214,7 +217,7 @@ def to_dot(g: Graph) -> str:
 
 # ------------------------------------------------------------------ svg
 CARD_W, CARD_H, GAP = 118, 120, 18
-LAB_W, LAB_H = 170, 52
+LAB_W, LAB_H = 190, 52
 FILL = {"management": "#dbe9f6", "packet": "#e3f4e1", "lab": "#fff5cc", "npu": "#fde9d9"}
 
 

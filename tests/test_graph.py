@@ -3,6 +3,7 @@ links), its dot source, the SVG laid out without Graphviz and the self-contained
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import xml.etree.ElementTree as ET
 
@@ -76,6 +77,13 @@ def test_build_names_cards_lab_peers_and_links(tmp_path):
     assert links(g, "ocsp") == {("slot1", "lab-ocsp"), ("slot2", "lab-ocsp")}
     assert links(g, "fleet") == {("lab-fleet", "npu")}
     assert links(g, "issue") == {("lab-ca", "lab-fleet")}
+
+
+def test_build_names_the_revoked_enodebs(tmp_path):
+    topo = topology.load(write_topology(tmp_path, LAB))
+    lab = {**dict(topo.lab), "fleet": {"count": 50, "children": 2, "revoked": 1}}
+    g = graph.build(dataclasses.replace(topo, lab=lab))
+    assert g.node("lab-fleet").detail == "50 eNodeBs, 2 child SA(s) each, 1 revoked"
 
 
 def test_build_asr9000_and_no_lab():
