@@ -96,6 +96,22 @@ def test_defaults_and_the_gateway_found_in_the_startup_config():
         1, "intermediate", 19, "ec-p256", 50.0, 32)  # fmt: skip
 
 
+def test_an_issuer_split_revoked_enodebs_and_waiting_for_the_gateway():
+    topo = loads(
+        MINIMAL + "lab:\n  fleet:\n    count: 5\n    issuer: {intermediate: 2, root: 3}\n"
+        "    revoked: 1\n    wait-for-gateway: false\n" + BOOT
+    )
+    s = FleetSettings.from_config(topo.lab["fleet"], topo.startup_config)
+    assert s.issuers == (("root", 3), ("intermediate", 2)) and s.issuer == "root"  # root first
+    assert [s.issuer_of(i) for i in range(1, 6)] == ["root"] * 3 + ["intermediate"] * 2
+    assert s.issuer_counts() == {"root": 3, "intermediate": 2}
+    assert [s.is_revoked(i) for i in range(1, 6)] == [False] * 4 + [True]
+    assert (s.revoked, s.expected_up, s.wait_for_gateway) == (1, 4, False)
+    s = FleetSettings.from_config({"count": 2, "issuer": {"intermediate": 2}}, BOOT)
+    assert s.issuer == "intermediate" and s.issuer_of(2) == "intermediate" and s.wait_for_gateway
+    assert FleetSettings(2, GW, issuer="root").issuer_counts() == {"root": 2}
+
+
 def test_gateway_discovery():
     assert discover_gateway("bind address ::1 port 5600 crypto-template t") == ("::1", 5600)
     # a service on 500 is reached on its NAT-T port (ESP-in-UDP needs the marker framing)
@@ -132,6 +148,14 @@ def test_gateway_discovery():
          "2 flows for 1 child SA(s)"),
         ("{count: 3, children: 2, traffic: [{port: 1}, {port: 1}]}", "lab.fleet.traffic.1",
          "{port: 1}]", "same protocol and port as flow 1"),
+        ("{count: 3, issuer: {root: 1, intermediate: 1}}", "lab.fleet.issuer", "{root",
+         "the CAs sign 2 eNodeBs (root: 1, intermediate: 1), not count 3"),
+        ("{count: 3, issuer: {root: 2, sub: 1}}", "lab.fleet.issuer.sub", "sub", "unknown key"),
+        ("{count: 3, issuer: {root: -3}}", "lab.fleet.issuer.root", "-3", "less than the minimum"),
+        ("{count: 3, issuer: {}}", "lab.fleet.issuer", "{}", "should be non-empty"),
+        ("{count: 3, revoked: 4}", "lab.fleet.revoked", "4}", "4 revoked of 3 eNodeBs"),
+        ("{count: 3, revoked: -1}", "lab.fleet.revoked", "-1", "less than the minimum of 0"),
+        ("{count: 3, wait-for-gateway: 1}", "lab.fleet.wait-for-gateway", "1}", "expected boolean"),
     ],
 )  # fmt: skip
 def test_bad_fleet_settings_name_file_line_and_column(fleet, field, at, message):
@@ -311,6 +335,23 @@ def test_authority_issues_from_the_root_or_the_intermediate(tmp_path):
         ca.issue(name, key.public_key(), issuer="sub")
 
 
+def test_credentials_from_each_ca_and_the_revoked_ones_revoked_at_once(tmp_path):
+    from chassis.lab.fleet import credentials
+
+    ca = Authority(tmp_path / "ca", now)
+    s = FleetSettings(3, GW, issuers=(("root", 2), ("intermediate", 1)), revoked=1)
+    made = [credentials(ca, s, i, ec.generate_private_key(ec.SECP256R1())) for i in (1, 2, 3)]
+    assert [c.cert.issuer for c in made] == [ca.root.subject] * 2 + [ca.issuing.subject]
+    assert [c.intermediates for c in made] == [(), (), (ca.issuing,)]
+    made[0].cert.verify_directly_issued_by(ca.root)
+    made[2].cert.verify_directly_issued_by(ca.issuing)
+    assert made[2].cert.subject.rfc4514_string() == "CN=enb0003.lab.example,O=SeGW Lab"
+    other = Authority(tmp_path / "ca", now)  # another process: the OCSP responder, say
+    assert [other.status(c.cert.serial_number) for c in made] == ["good", "good", "revoked"]
+    (entry,) = other.revoked("intermediate")
+    assert entry.serial == made[2].cert.serial_number and entry.reason == "keyCompromise"
+
+
 # --- the fleet against an in-memory gateway ----------------------------------------------------
 
 GW = ("192.0.2.1", 5500)
@@ -328,7 +369,7 @@ class Lab:
     wire with a latency between them; the gateway echoes ESP packets back (swapped)."""
 
     def __init__(self, tmp_path, settings: FleetSettings, *, latency=0.0, trusted=True,
-                 group=DhGroup.ECP_256):  # fmt: skip
+                 group=DhGroup.ECP_256, probe_every=None, refuse=()):  # fmt: skip
         self.now, self.latency, self.seq = 0.0, latency, 0
         self.wire: list = []  # (at, seq, "gw" | "fleet", data)
         self.ca = Authority(tmp_path / "ca", now)
@@ -358,16 +399,19 @@ class Lab:
         )
         self.gw_esp: dict[bytes, EspSa] = {}
         self.gw_received: list = []
-        self.fleet = Fleet(settings, GW, FLEET, rand=os.urandom, wall_clock=now)
+        self.fleet = Fleet(settings, GW, FLEET, rand=os.urandom, wall_clock=now,
+                           probe_every=probe_every)  # fmt: skip
         self.max_half_open = 0
+        stranger = Authority(tmp_path / "stranger", now) if refuse else None
         for i in range(1, settings.count + 1):
             key = ec.generate_private_key(ec.SECP256R1())
             name = fleet_settings_fqdn(i)
-            cert = self.ca.issue(
+            ca = stranger if i in refuse else self.ca  # refused: the gateway does not trust it
+            cert = ca.issue(
                 x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]), key.public_key(),
-                [x509.DNSName(name)], issuer=settings.issuer,
+                [x509.DNSName(name)], issuer=settings.issuer_of(i),
             )  # fmt: skip
-            creds = Credentials(cert, key, self.ca.intermediates(settings.issuer))
+            creds = Credentials(cert, key, ca.intermediates(settings.issuer_of(i)))
             self.to_gw(self.fleet.add(i, ike_config(settings, creds, (self.ca.root,)), self.now))
 
     def to_gw(self, out):
@@ -539,6 +583,32 @@ def test_a_silent_gateway_is_given_up_and_tried_again(tmp_path):
     assert st["counts"]["retransmissions"] == 4 and st["phases"]["waiting"] == 1
     st = lab.run(17.2)  # back-off 0.5 .. 1.5 s, then the next attempt
     assert st["attempts"] == 2 and st["establishing"] == 1
+
+
+def test_nobody_dials_before_the_gateway_answers_a_probe(tmp_path):
+    lab = Lab(tmp_path, fleet_conf(count=4, children=1, traffic=()), probe_every=0.25)
+    answer, lab.gateway = lab.gateway, lambda data: None  # booting: nothing answers yet
+    st = lab.run(1.0)
+    assert st["attempts"] == 0 and st["phases"]["queued"] == 4 and not st["gateway_serving"]
+    assert st["probes"] == 4 and st["counts"].get("retransmissions", 0) == 0  # every 0.25 s
+    assert "waiting for the gateway to answer" in render_status(st)[0]
+    lab.gateway = answer  # it serves: the next probe is answered, then everybody dials
+    st = lab.run(1.3)
+    assert st["gateway_serving"] and st["probes"] == 5 and 1.0 <= st["gateway_answered_s"] < 1.05
+    assert (st["up"], st["attempts"], st["failed"], st["children_up"]) == (4, 4, 0, 4), st
+    assert st["first_up_s"] is not None and st["all_up_s"] < 0.05  # timed from the first dial
+    assert len(lab.gw.sas) == 4  # the probes left nothing behind at the gateway
+    assert lab.run(2.0)["probes"] == 5  # no more probes
+
+
+def test_revoked_enodebs_are_not_expected_up(tmp_path):
+    lab = Lab(tmp_path, fleet_conf(count=3, revoked=1, retry_initial=1.0), refuse={3})
+    st = lab.run(0.5)
+    assert (st["up"], st["expected"], st["children_up"], st["children_wanted"]) == (2, 2, 4, 4)
+    assert st["revoked"] == ["enb0003.lab.example"] and st["failures"] == {"auth-failed": 1}
+    assert st["all_up_s"] is not None and st["children_all_up_s"] is not None
+    assert st["gateway_serving"] and st["probes"] == 0  # dialled at once (no probe_every)
+    assert "3 eNodeBs to 192.0.2.1:5500 (1 revoked): 2 up" in render_status(st)[0]
 
 
 def test_shutdown_deletes_the_sas_at_the_gateway(tmp_path):

@@ -16,6 +16,14 @@ eNodeB). All of them share one UDP socket: the gateway tells them apart by SPI, 
 the fleet, since every SPI an eNodeB allocates (IKE and ESP) carries its number in the top
 two bytes.
 
+The topology may split the fleet between the lab's CAs (`issuer: {root: 45, intermediate:
+5}`, the root's first) and revoke the last eNodeBs' certificates (`revoked: N`, keyCompromise,
+through the lab CA's database) before they dial: the gateway's OCSP or CRL check refuses them,
+and they keep retrying with their back-off. With `wait-for-gateway` (the default) nobody dials
+before the gateway answers an IKE_SA_INIT probe (one it answers without keeping state: an
+unknown critical payload, every 0.25 s): the chassis enrolls its certificate and pushes it to
+its cards first, and eNodeBs that dialled into the silence would have backed off for seconds.
+
 `Fleet` is sans-IO (datagrams and ``now`` in, datagrams out, ``next_timer``/``handle_timer``),
 so tests run it against an in-memory gateway; `main` does the I/O. An eNodeB waits for its
 turn (``rate`` tunnels/s, at most ``half-open`` IKE_SA_INITs in flight), brings its IKE SA and
@@ -61,7 +69,7 @@ from cards.ike.config import (
     IkeProposal,
     any_ts,
 )
-from cards.ike.const import DhGroup, Encr, Integ, Prf, TsType
+from cards.ike.const import DhGroup, Encr, ExchangeType, Integ, Prf, TsType
 from cards.ike.engine import Endpoint
 from cards.ike.events import (
     AuthFailed,
@@ -73,7 +81,8 @@ from cards.ike.events import (
     Retransmit,
     Send,
 )
-from cards.ike.payloads import TrafficSelector
+from cards.ike.message import Message
+from cards.ike.payloads import TrafficSelector, UnknownPayload
 from cards.ike.states import State
 from chassis.ipc.rundir import RunDir
 from chassis.lab.fleet_settings import FleetSettings, Flow, parse_address
@@ -86,6 +95,9 @@ FLAG_INITIATOR = 0x08
 GROUPS = {14: DhGroup.MODP_2048, 19: DhGroup.ECP_256, 20: DhGroup.ECP_384, 31: DhGroup.CURVE25519}
 RATE_WINDOW_S = 5.0  # tunnels/s is measured over this window
 STATUS_EVERY_S = 0.5
+PROBE_EVERY_S = 0.25  # IKE_SA_INIT probes while the gateway is silent (wait-for-gateway)
+PROBE_PREFIX = bytes(2)  # the probes' SPIs: no eNodeB has number 0
+PROBE_PAYLOAD = 255  # a payload type of the private-use range nobody knows (RFC 7296 3.2)
 
 
 def fqdn(index: int) -> str:
@@ -146,6 +158,25 @@ def ike_config(settings: FleetSettings, credentials: Credentials, anchors) -> Ik
         setup_timeout_s=20.0,
         cookie_threshold=None,
     )
+
+
+def credentials(authority, settings: FleetSettings, index: int, key) -> Credentials:
+    """eNodeB ``index``'s certificate, from the lab CA the settings give it (``authority``: a
+    chassis.lab.authority.Authority on the lab CA's files); a revoked eNodeB's is revoked
+    (keyCompromise) at once, before it dials."""
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    name = fqdn(index)
+    subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SeGW Lab"),
+                         x509.NameAttribute(NameOID.COMMON_NAME, name)])  # fmt: skip
+    issuer = settings.issuer_of(index)
+    cert = authority.issue(subject, key.public_key(), [x509.DNSName(name)], issuer=issuer)
+    if settings.is_revoked(index):
+        authority.revoke(cert.serial_number, "keyCompromise")
+        log.info("%s: certificate %x (from the %s CA) revoked: keyCompromise", name,
+                 cert.serial_number, issuer)  # fmt: skip
+    return Credentials(cert, key, authority.intermediates(issuer))
 
 
 # ------------------------------------------------------------------ inner packets
@@ -266,7 +297,10 @@ class Fleet:
         *,
         rand: Callable[[int], bytes],
         wall_clock,
+        probe_every: float | None = None,
     ) -> None:
+        """``probe_every``: hold every eNodeB back until the gateway answers an IKE_SA_INIT
+        probe sent that often (None: dial at once)."""
         self.s, self.gateway, self.local = settings, tuple(gateway), tuple(local)
         self.rand, self.wall_clock = rand, wall_clock
         self.jitter = random.Random(rand(16))  # back-off and traffic phases, not key material
@@ -288,6 +322,11 @@ class Fleet:
         self.ups: deque[float] = deque()
         self.first_attempt = self.first_up = self.all_up = self.children_all_up = None
         self._out: list[tuple[bytes, Addr]] = []
+        self.probe_every = probe_every
+        self.serving = probe_every is None  # the gateway answered (or we do not ask)
+        self.probes = 0
+        self.first_probe: float | None = None
+        self.serving_at: float | None = None
 
     # ------------------------------------------------------------------ API
     def add(self, index: int, config: IkeConfig, now: float) -> list[tuple[bytes, Addr]]:
@@ -302,6 +341,9 @@ class Fleet:
             esp_spi_alloc=lambda: prefix + self.rand(2),
             local=self.local,
         )
+        if not self.serving and self.first_probe is None:  # the first eNodeB ready: ask
+            self.first_probe = now
+            self._push(now, "probe")
         self._queue(enb)
         return self._flush(now)
 
@@ -312,7 +354,9 @@ class Fleet:
             flags, spi_i, spi_r = data[4 + 19], data[4:12], data[12:20]
             ours = spi_r if flags & FLAG_INITIATOR else spi_i
             enb = self.enbs.get(int.from_bytes(ours[:2], "big"))
-            if enb is None or enb.endpoint is None:
+            if ours[:2] == PROBE_PREFIX:
+                self._probe_answered(now)
+            elif enb is None or enb.endpoint is None:
                 self.counts["ike_unknown"] += 1
             else:
                 self._run(enb, enb.endpoint.receive(data, src, self.local, now), now)
@@ -333,6 +377,8 @@ class Fleet:
             if kind == "start":
                 if self.start_due == due:
                     self.start_due = None
+            elif kind == "probe":
+                self._probe(now)
             elif kind == "ep":
                 if enb.ep_due == due and enb.endpoint is not None:
                     enb.ep_due = None
@@ -384,6 +430,28 @@ class Fleet:
         out, self._out = self._out, []
         return out
 
+    # ------------------------------------------------------------------ the gateway's answer
+    def _probe(self, now: float) -> None:
+        """An IKE_SA_INIT the gateway answers without keeping any state: its only payload is
+        of an unknown type, marked critical, so a gateway that serves answers at once with
+        UNSUPPORTED_CRITICAL_PAYLOAD (RFC 7296 2.5), before any proposal, key or certificate
+        matters; one that is still booting says nothing. SPIi prefix 0: no eNodeB's."""
+        if self.serving:
+            return
+        spi = PROBE_PREFIX + self.rand(6)
+        probe = Message(spi, bytes(8), ExchangeType.IKE_SA_INIT, FLAG_INITIATOR, 0,
+                        [UnknownPayload(PROBE_PAYLOAD, b"", critical=True)])  # fmt: skip
+        self._out.append((MARKER + probe.encode(), self.gateway))
+        self.probes += 1
+        self._push(now + self.probe_every, "probe")
+
+    def _probe_answered(self, now: float) -> None:
+        if self.serving:
+            return
+        self.serving, self.serving_at = True, now
+        log.info("the gateway answered probe %d after %.2f s: dialing", self.probes,
+                 now - (self.first_probe or now))  # fmt: skip
+
     # ------------------------------------------------------------------ internals
     def _push(self, due: float, kind: str, index: int = 0, k: int = 0) -> None:
         self._seq += 1
@@ -408,7 +476,7 @@ class Fleet:
         """Start queued eNodeBs: at most ``rate`` a second (a reconnect's deletes included),
         ``half-open`` INITs in flight."""
         interval = 1.0 / self.s.rate
-        while (self.to_delete or self.queue) and not self.paused:
+        while (self.to_delete or self.queue) and not self.paused and self.serving:
             if not self.to_delete and self.phases[Phase.INIT] >= self.s.half_open:
                 return
             if now < self.next_start:
@@ -484,7 +552,8 @@ class Fleet:
         covered = len({c.policy for c in sa.children.values()}) if sa is not None else 0
         self.children_up += covered - enb.covered
         enb.covered = covered
-        if self.children_all_up is None and self.children_up >= self.s.count * self.s.children:
+        wanted = self.s.expected_up * self.s.children
+        if self.children_all_up is None and wanted and self.children_up >= wanted:
             self.children_all_up = now
         if phase is None:
             if enb.reconnecting:
@@ -506,7 +575,7 @@ class Fleet:
         self.ups.append(now)
         if self.first_up is None:
             self.first_up = now
-        if self.all_up is None and self.phases[Phase.UP] >= self.s.count:
+        if self.all_up is None and self.phases[Phase.UP] >= self.s.expected_up:
             self.all_up = now
         self._create_children(enb, now)
 
@@ -619,7 +688,13 @@ class Fleet:
             "half_open": self.phases[Phase.INIT],
             "phases": {p.value: self.phases[p] for p in Phase},
             "children_up": self.children_up,
-            "children_wanted": self.s.count * self.s.children,
+            "children_wanted": self.s.expected_up * self.s.children,
+            "expected": self.s.expected_up,  # tunnels that should come up (all but revoked)
+            "revoked": [fqdn(i) for i in range(self.s.expected_up + 1, self.s.count + 1)],
+            "issuers": self.s.issuer_counts(),
+            "gateway_serving": self.serving,
+            "probes": self.probes,
+            "gateway_answered_s": _rel(self.serving_at, self.first_probe),
             "attempts": self.counts["attempts"],
             "failed": self.counts["failed"],
             "failures": dict(self.failures),
@@ -694,8 +769,9 @@ class FleetProcess:
         self.clock = WallClock()
         self.gateway = parse_address(self.ours["gateway"])
         self.sock, self.local = open_socket(self.gateway)
+        probe = PROBE_EVERY_S if self.settings.wait_for_gateway else None
         self.fleet = Fleet(self.settings, self.gateway, self.local, rand=os.urandom,
-                           wall_clock=self.clock.now)  # fmt: skip
+                           wall_clock=self.clock.now, probe_every=probe)  # fmt: skip
         self.stop = threading.Event()
         self.ready: queue.Queue = queue.Queue()  # (index, IkeConfig) from the credentials thread
         self.commands: queue.Queue = queue.Queue()  # from the admin API
@@ -712,9 +788,7 @@ class FleetProcess:
             log.exception("preparing the eNodeB credentials failed")
 
     def _prepare(self) -> None:
-        from cryptography import x509
         from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
 
         from chassis.lab.authority import Authority
 
@@ -745,18 +819,14 @@ class FleetProcess:
             for index, key in keys:
                 if self.stop.is_set():
                     break
-                name = fqdn(index)
-                subject = x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "SeGW Lab"),
-                                     x509.NameAttribute(NameOID.COMMON_NAME, name)])  # fmt: skip
-                cert = authority.issue(subject, key.public_key(), [x509.DNSName(name)],
-                                       issuer=s.issuer)  # fmt: skip
-                creds = Credentials(cert, key, authority.intermediates(s.issuer))
+                creds = credentials(authority, s, index, key)
                 self.ready.put((index, ike_config(s, creds, (authority.root,))))
         finally:
             if executor is not None:
                 executor.shutdown(wait=False, cancel_futures=True)
-        log.info("credentials for %d eNodeBs (%s, from the %s CA) in %.2f s", s.count, s.key,
-                 s.issuer, time.monotonic() - started)  # fmt: skip
+        log.info("credentials for %d eNodeBs (%s, from %s) in %.2f s", s.count, s.key,
+                 ", ".join(f"the {ca} CA: {n}" for ca, n in s.issuer_counts().items()),
+                 time.monotonic() - started)  # fmt: skip
 
     # --- the loop -------------------------------------------------------------------
     def send(self, out: list[tuple[bytes, Addr]]) -> None:

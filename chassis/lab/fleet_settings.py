@@ -10,7 +10,11 @@ standard library is imported here: the topology loader and the CLI use this modu
         count: 50                # eNodeBs enb0001.lab.example ... (one process for all)
         gateway: 127.0.0.1:5500  # default: the startup-config's first wsg-service bind address
         children: 2              # child SAs per eNodeB: the first in IKE_AUTH, then CREATE_CHILD_SA
-        issuer: intermediate     # root | intermediate: which lab CA signs the eNodeB certificates
+        issuer: intermediate     # root | intermediate: which lab CA signs the eNodeB certificates,
+                                 # or how many each signs: {root: 45, intermediate: 5} (the
+                                 # root's first: enb0001-0045, then enb0046-0050)
+        revoked: 1               # the last N eNodeBs' certificates are revoked before they dial
+        wait-for-gateway: true   # dial once the gateway answers an IKE_SA_INIT probe (0.25 s)
         dh-group: 19             # 14 | 19 | 20 | 31
         key: ec-p256             # ec-p256 | rsa-2048 (RSA keys cached in RUN/lab/fleet/)
         rate: 50                 # new tunnels per second at most
@@ -66,7 +70,7 @@ class FleetSettings:
     count: int
     gateway: tuple[str, int]
     children: int = 1
-    issuer: str = "intermediate"
+    issuer: str = "intermediate"  # the CA of every eNodeB, or of the first ones (see issuers)
     dh_group: int = 19
     key: str = "ec-p256"
     rate: float = 50.0
@@ -75,6 +79,32 @@ class FleetSettings:
     retry_initial: float = 1.0
     retry_max: float = 30.0
     traffic: tuple[Flow, ...] = ()
+    # (CA, how many), the root's first, when the topology splits the fleet between the CAs
+    issuers: tuple[tuple[str, int], ...] = ()
+    revoked: int = 0  # the last ones: their certificates are revoked before they dial
+    wait_for_gateway: bool = True  # the process probes the gateway before the first dial
+
+    @property
+    def expected_up(self) -> int:
+        """eNodeBs that should come up: all but the revoked ones."""
+        return self.count - self.revoked
+
+    def issuer_of(self, index: int) -> str:
+        """The lab CA that signs eNodeB ``index`` (1-based) its certificate."""
+        for issuer, many in self.issuers:
+            if index <= many:
+                return issuer
+            index -= many
+        return self.issuer
+
+    def is_revoked(self, index: int) -> bool:
+        return index > self.count - self.revoked
+
+    def issuer_counts(self) -> dict[str, int]:
+        """How many eNodeBs each lab CA signs."""
+        if not self.issuers:
+            return {self.issuer: self.count}
+        return {issuer: many for issuer, many in self.issuers if many}
 
     @property
     def gateway_text(self) -> str:
@@ -94,11 +124,17 @@ class FleetSettings:
             raise FleetSettingsError(found)
         retry = conf.get("retry") or {}
         gateway = conf.get("gateway")
+        issuer = conf.get("issuer", "intermediate")
+        issuers = (  # the root's eNodeBs first, whatever the mapping's order
+            tuple((ca, int(issuer[ca])) for ca in ("root", "intermediate") if ca in issuer)
+            if isinstance(issuer, Mapping)
+            else ()
+        )
         return cls(
             count=int(conf["count"]),
             gateway=parse_address(gateway) if gateway else discover_gateway(startup_config),
             children=int(conf.get("children", 1)),
-            issuer=str(conf.get("issuer", "intermediate")),
+            issuer=next((k for k, v in issuers if v), issuers[0][0]) if issuers else str(issuer),
             dh_group=int(conf.get("dh-group", 19)),
             key=str(conf.get("key", "ec-p256")),
             rate=float(conf.get("rate", 50)),
@@ -116,6 +152,9 @@ class FleetSettings:
                 )
                 for f in conf.get("traffic") or ()
             ),
+            issuers=issuers,
+            revoked=int(conf.get("revoked", 0)),
+            wait_for_gateway=bool(conf.get("wait-for-gateway", True)),
         )
 
 
@@ -211,12 +250,29 @@ def problems(conf, startup_config: str = "") -> list[tuple[tuple, str]]:
                     raise ValueError
             except ValueError:
                 out.append((("traffic", i, "to"), f"{to!r} is not an IPv4 address"))
+    count = conf.get("count")
+    count = count if _integer(count) else None
+    issuer = conf.get("issuer")
+    if isinstance(issuer, Mapping) and count is not None:
+        many = [v for v in issuer.values() if _integer(v) and v >= 0]
+        if len(many) == len(issuer) and sum(many) != count:
+            split = ", ".join(f"{k}: {v}" for k, v in issuer.items())
+            out.append(
+                (("issuer",), f"the CAs sign {sum(many)} eNodeBs ({split}), not count {count}")
+            )
+    revoked = conf.get("revoked")
+    if _integer(revoked) and count is not None and revoked > count:
+        out.append((("revoked",), f"{revoked} revoked of {count} eNodeBs: at most count"))
     retry = conf.get("retry") or {}
     if isinstance(retry, Mapping):
         initial, most = retry.get("initial", 1), retry.get("max", 30)
         if _number(initial) and _number(most) and initial > most:
             out.append((("retry",), f"initial back-off {initial} s is above max {most} s"))
     return out
+
+
+def _integer(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
 
 
 def _number(v) -> bool:
@@ -229,8 +285,10 @@ def render_status(status: Mapping) -> list[str]:
         return []
     p = status.get("phases", {})
     lines = [
-        f"      {status.get('configured', 0)} eNodeBs to {status.get('gateway', '?')}: "
-        f"{status.get('up', 0)} up, {status.get('establishing', 0)} establishing, "
+        f"      {status.get('configured', 0)} eNodeBs to {status.get('gateway', '?')}"
+        + (f" ({len(status['revoked'])} revoked)" if status.get("revoked") else "")
+        + (" waiting for the gateway to answer" if status.get("gateway_serving") is False else "")
+        + f": {status.get('up', 0)} up, {status.get('establishing', 0)} establishing, "
         f"{p.get('waiting', 0)} waiting to retry, {p.get('queued', 0) + p.get('preparing', 0)} "
         f"not started; child SAs {status.get('children_up', 0)}/{status.get('children_wanted', 0)}",
         f"      {status.get('attempts', 0)} attempts, {status.get('failed', 0)} failed, "
