@@ -418,7 +418,7 @@ class Backplane(ManagementPair):
             if slot is not None:
                 self.seen[slot] = max(self.seen.get(slot, 0.0), msg.sent)
             elif (mgmt := self._mgmt_of(inc.peer)) is not None:
-                self.mgmt_heartbeat(mgmt, msg.sent)
+                self.mgmt_heartbeat(mgmt, msg.sent, bool(msg.state_seq))
         elif isinstance(msg, Hello):
             self.on_hello(inc, msg)
         elif isinstance(msg, CardStates):

@@ -31,6 +31,7 @@ MGMT_HANG_S = 2.0
 class ManagementPair:
     def _mgmt_init(self) -> None:
         self.mgmt_seen: dict[int, float] = {}  # MIO slot -> its last heartbeat (its clock)
+        self.mgmt_synced: set[int] = set()  # standby MIOs that hold the active's state
         self.demoted: set[int] = set()  # old actives whose process still lives (a hang)
         self.mgmt_takeovers: list[dict] = []  # what each takeover did (status, drills)
 
@@ -69,15 +70,20 @@ class ManagementPair:
         self.mgmt_takeover("card switch", since=None, planned=True)
         return f"Info: management card {standby.card.slot} is taking over from card {old}"
 
-    def mgmt_heartbeat(self, slot: int, sent: float) -> None:
+    def mgmt_heartbeat(self, slot: int, sent: float, synced: bool = False) -> None:
+        """A MIO's heartbeat; a standby's says whether it holds the active's state yet."""
         self.mgmt_seen[slot] = max(self.mgmt_seen.get(slot, 0.0), sent)
+        (self.mgmt_synced.add if synced else self.mgmt_synced.discard)(slot)
 
     def _mgmt_standby(self):
-        """The standby MIO, if it can take over: hello'd, alive, heard within the budget."""
+        """The standby MIO, if it can take over: hello'd, alive, heard within the budget, and
+        in sync (one that never got the active's state would replay the startup-config,
+        `cmp initialize` included, beside an active that may only have been slow)."""
         budget = max(self.interval * self.liveness, MGMT_HANG_S)
         for slot in self.slots.values():
             if (slot.card.is_management and slot.role == "standby" and slot.state == "standby"
                     and slot.pid is not None and slot.card.slot not in self.demoted
+                    and slot.card.slot in self.mgmt_synced
                     and time.monotonic() - self.mgmt_seen.get(slot.card.slot, 0.0) <= budget):  # fmt: skip
                 return slot
         return None
@@ -110,6 +116,7 @@ class ManagementPair:
         if old.pid is not None:
             self.demoted.add(old.card.slot)  # it steps down when it is heard again
         self.mgmt_seen.pop(old.card.slot, None)
+        self.mgmt_synced.discard(new.card.slot)
         now = time.monotonic()
         record = {"from": old.card.slot, "to": new.card.slot, "why": why, "epoch": self.epoch,
                   "at": now, "detection_ms": round((now - since) * 1e3, 1) if since else None,

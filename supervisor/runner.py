@@ -317,7 +317,8 @@ class Supervisor:
         """Both MIOs heartbeat the backplane: it detects a hung active and promotes the
         standby (chassis/mgmt_pair.py)."""
         while True:
-            self.bp.send(Heartbeat(self.mono.now()))
+            synced = self.follower is not None and bool(self.follower.state)
+            self.bp.send(Heartbeat(self.mono.now(), int(synced)))  # state_seq: in sync
             await asyncio.sleep(self.interval)
 
     def _listen(self, channel: Channel, handler) -> None:

@@ -53,7 +53,7 @@ def msg(peer: bytes, epoch: int):
 
 def test_a_crash_promotes_the_live_standby_at_a_higher_epoch():
     bp = Stub()
-    bp.mgmt_heartbeat(6, time.monotonic())
+    bp.mgmt_heartbeat(6, time.monotonic(), synced=True)
     assert bp.mgmt_exited(bp.slots[5])
     assert bp.active_mgmt == 6 and bp.epoch == 2 and bp.node.epoch == 2
     assert (bp.slots[5].role, bp.slots[6].role, bp.slots[6].state) == (
@@ -69,13 +69,15 @@ def test_a_crash_promotes_the_live_standby_at_a_higher_epoch():
 def test_no_takeover_without_a_standby_heard_recently():
     bp = Stub()
     assert not bp.mgmt_exited(bp.slots[5])  # never heard: it may be hung too
-    bp.mgmt_heartbeat(6, time.monotonic() - 3.0)  # older than the 2 s budget
+    bp.mgmt_heartbeat(6, time.monotonic() - 3.0, synced=True)  # older than the 2 s budget
     assert not bp.mgmt_exited(bp.slots[5]) and bp.active_mgmt == 5 and bp.epoch == 1
+    bp.mgmt_heartbeat(6, time.monotonic(), synced=False)  # alive, but never got the state
+    assert not bp.mgmt_exited(bp.slots[5]) and bp.active_mgmt == 5
 
 
 def test_an_old_active_that_comes_back_is_stepped_down_once():
     bp = Stub()
-    bp.mgmt_heartbeat(6, time.monotonic())
+    bp.mgmt_heartbeat(6, time.monotonic(), synced=True)
     bp.mgmt_takeover("missed 3 heartbeats", since=time.monotonic() - 0.3)
     assert 5 in bp.demoted  # its process still lives (a hang)
     assert not bp.mgmt_message(msg(b"mgmt-5", 1))  # resumed: ignored, told to step down
@@ -90,7 +92,7 @@ def test_a_planned_switch_names_what_is_wrong():
     bp = Stub()
     with pytest.raises(ValueError, match="no standby"):
         bp.mgmt_switch(5, 6)
-    bp.mgmt_heartbeat(6, time.monotonic())
+    bp.mgmt_heartbeat(6, time.monotonic(), synced=True)
     with pytest.raises(ValueError, match="card 6 is not the active"):
         bp.mgmt_switch(6, 5)
     assert bp.mgmt_switch(5, 6).startswith("Info: management card 6 is taking over")
