@@ -13,6 +13,10 @@ the fleet's counters (the eNodeBs' view). Figures per fault:
     tunnels_lost   tunnels the fleet saw go, until the next fault (and, drill-wide,
                    gateway_drop: the largest fall of the gateway's own count after a fault)
     renewal_s      fault -> a certificate renewed and held by every card in service
+    takeover_ms    a standby card took the failed card's SAs over: the management card's own
+                   time from its takeover order to every SA active at the standby and the NPU
+                   told to steer to it (supervisor/recovery.py's record, from its log);
+                   takeover_done_ms: fault -> that record logged
 
 The HTML page draws tunnels per card (and the gateway's and fleet's totals) with an inline
 SVG (no plotting library), a mark for each fault and each recovery, and the cards' states.
@@ -38,15 +42,31 @@ def _fleet(sample: dict, key: str):
 
 
 def fault_figures(
-    fault: dict, timeline: list[dict], until: float | None = None, revoked: tuple = ()
+    fault: dict,
+    timeline: list[dict],
+    until: float | None = None,
+    revoked: tuple = (),
+    takeovers: list | tuple = (),
 ) -> dict:
     """The figures of one fault from the samples taken after it (``until``: the next fault,
     where its tunnel losses stop counting). ``revoked``: when eNodeBs were revoked (drill
-    seconds); a revoked eNodeB is not expected back, the pre-fault count drops by one."""
+    seconds); a revoked eNodeB is not expected back, the pre-fault count drops by one.
+    ``takeovers``: the management card's takeover records (chassis.drills.takeovers_in)."""
     t = fault["t"]
     after = [s for s in timeline if s["t"] >= t]
     out: dict = {}
     slot = fault.get("target_slot")
+    if slot is not None and not fault.get("recovery_action"):
+        for rec in takeovers:  # the standby took this card's SAs over
+            done = rec.get("t")
+            if rec.get("failed") != slot or done is None or done < t - 0.05:
+                continue
+            if until is not None and done >= until:
+                break
+            out.update(takeover_ms=rec["took_ms"], takeover_by=rec["by"],
+                       takeover_sas=rec["sas"], takeover_children=rec["children"],
+                       takeover_done_ms=round(max(0.0, done - t) * 1000, 1))  # fmt: skip
+            break
     if slot is not None and not fault.get("recovery_action"):
         key = str(slot)
         for s in after:
@@ -132,12 +152,12 @@ def fault_figures(
 
 
 def build(*, drill, seed, schedule, steps, faults, timeline, traps, revocations, accepted,
-          cmp_lost, cmp, started, duration_s, chassis, notes) -> dict:  # fmt: skip
+          cmp_lost, cmp, started, duration_s, chassis, notes, takeovers=()) -> dict:  # fmt: skip
     """The report (report.json) from what a run recorded."""
     revoked_times = tuple(r["t"] for r in revocations)
     for i, fault in enumerate(faults):
         nxt = next((f["t"] for f in faults[i + 1 :] if not f.get("recovery_action")), None)
-        fault["figures"] = fault_figures(fault, timeline, nxt, revoked_times)
+        fault["figures"] = fault_figures(fault, timeline, nxt, revoked_times, takeovers)
     end_lost = next((_fleet(s, "lost") for s in reversed(timeline)
                      if _fleet(s, "lost") is not None), None)  # fmt: skip
     start_lost = next((_fleet(s, "lost") for s in timeline if _fleet(s, "lost") is not None), None)
@@ -167,6 +187,9 @@ def build(*, drill, seed, schedule, steps, faults, timeline, traps, revocations,
         "revoked_accepted": len(accepted),
         "renewal_s": renewals or None,
         "traps": trap_counts,
+        # every takeover (failures, `card migrate`, `card halt`): the management card's record
+        "takeover_ms": max((r["took_ms"] for r in takeovers), default=None),
+        "takeovers": list(takeovers),
     }
     passed = bool(steps) and all(s.get("ok") for s in steps)
     return {
@@ -242,6 +265,12 @@ def figure_lines(report: dict) -> list[tuple[str, str]]:
             r = fig["renewal_s"]
             out.append(("certificate renewed on every card", ", ".join(
                 f"{k} {v:g} s" for k, v in r.items()) if r else "no renewal seen"))  # fmt: skip
+        elif metric == "takeover":
+            each = fig.get("takeovers") or []
+            text = "; ".join(f"{r['took_ms']:g} ms: card {r['by']} took over card {r['failed']}'s "
+                             f"{r['sas']} IKE SAs ({r['children']} children, {r['why']})"
+                             for r in each) or "no takeover"  # fmt: skip
+            out.append(("takeover time", text))
         elif metric == "traps":
             t = fig["traps"]
             out.append(("SNMP traps", ", ".join(f"{k} x{v}" for k, v in t.items()) or "none"))

@@ -91,6 +91,8 @@ METRICS = {
     "revoked_accepted": "authentications wrongly accepted: revoked eNodeBs that got a tunnel",
     "renewal": "fault -> every card in service holds the renewed certificate",
     "traps": "SNMP traps received, by name",
+    "takeover": "takeover time: a standby card took a card's SAs over, the management card's "
+    "record (the SAs active at the standby, the NPU steering to it)",
 }
 CARD_STATES = ("offline", "booting", "active", "standby", "unreachable", "failed")
 IN_SERVICE = ("active", "standby")
@@ -107,6 +109,9 @@ SAMPLE_S = 0.1  # the timeline's sampling period
 CERT_SAMPLE_S = 0.1  # `show certificate` costs ~1 ms: every sample
 TRAP_TARGET = "drill-traps"
 _VAR = re.compile(r"^\$(target|baseline|target_tunnels)$")
+# supervisor/recovery.py: `slot N: WHY: card M took over K IKE SAs (C children) in X ms`
+_TAKEOVER = re.compile(r"slot (\d+): (\w+): card (\d+) took over (\d+) IKE SAs "
+                       r"\((\d+) children\) in ([\d.]+) ms")  # fmt: skip
 
 
 class DrillError(Exception):
@@ -546,8 +551,9 @@ def target_slot(fault: dict) -> int | None:
 COMPARE = ("at_least", "at_most", "equals")
 CONDITIONS = {
     "tunnels": "tunnels up: {at_least|at_most|equals: N|$baseline|$target_tunnels, "
-    "card: SLOT|$target, view: fleet|gateway} (fleet: the eNodeBs' count; gateway: the "
-    "packet cards' IKE SAs, a card out of service counting 0)",
+    "card: SLOT|$target, view: fleet|gateway|held} (fleet: the eNodeBs' count; gateway: the "
+    "packet cards' IKE SAs, a card out of service counting 0; held: the SAs' checkpoints a "
+    "standby card holds)",
     "children": "child SAs up at the eNodeBs: {at_least|at_most|equals: N}",
     "card": "a slot's state: {slot: N|$target, state: STATE or [STATES]}",
     "cli": "a CLI command's output: {command: ..., contains|not_contains|matches: ...}",
@@ -564,7 +570,14 @@ CONDITIONS = {
     "detection_ms": "the latest fault's detection time: {at_most: MS}",
     "recovery_s": "the latest fault's recovery time: {at_most: S}",
     "log": "a line in the chassis's logs since the drill began: {file: GLOB, contains: TEXT}",
+    "takeover": "a standby card took a card's SAs over since the drill began (the management "
+    "card's record): {failed: SLOT|$target, by: SLOT, why: failure|migrate|halt, "
+    "sas|children|took_ms: N or {at_least|at_most|equals: N}}",
+    "fleet_change": "how much fleet counters grew since the latest inject or run step (the "
+    "drill's start before any): a status field or one of its counts, e.g. attempts, "
+    "established: {FIELD: N or {at_most: N}}",
 }
+TAKEOVER_WHY = ("failure", "migrate", "halt")
 
 
 def _check_number(v, path, problem, what="a number") -> None:
@@ -602,8 +615,8 @@ def check_condition(cond, path, problem) -> None:
         elif name == "tunnels":
             _check_compare(arg, at, problem, plain_ok=False, extra=("card", "view"))
             if isinstance(arg, dict):
-                if arg.get("view", "fleet") not in ("fleet", "gateway"):
-                    problem(at + ("view",), "fleet or gateway")
+                if arg.get("view", "fleet") not in ("fleet", "gateway", "held"):
+                    problem(at + ("view",), "fleet, gateway or held")
                 if "card" in arg and arg["card"] != "$target" and not isinstance(arg["card"], int):
                     problem(at + ("card",), "expected a slot number or $target")
         elif name in ("children", "detection_ms", "recovery_s"):
@@ -684,6 +697,28 @@ def check_condition(cond, path, problem) -> None:
                 continue
             for k, v in arg.items():
                 _check_compare(v, at + (k,), problem)
+        elif name == "takeover":
+            if not isinstance(arg, dict):
+                problem(at, "expected {failed: SLOT, by: SLOT, sas: N, took_ms: {at_most: MS}}")
+                continue
+            for k, v in arg.items():
+                if k in ("failed", "by"):
+                    if v != "$target" and (isinstance(v, bool) or not isinstance(v, int)):
+                        problem(at + (k,), "expected a slot number or $target")
+                elif k == "why":
+                    if v not in TAKEOVER_WHY:
+                        problem(at + (k,), f"one of {', '.join(TAKEOVER_WHY)}")
+                elif k in ("sas", "children", "took_ms"):
+                    _check_compare(v, at + (k,), problem)
+                else:
+                    problem(at + (k,), "unknown key (failed, by, why, sas, children, took_ms)",
+                            key=True)  # fmt: skip
+        elif name == "fleet_change":
+            if not isinstance(arg, dict) or not arg:
+                problem(at, "expected {FIELD: N}, e.g. {attempts: 0}")
+                continue
+            for k, v in arg.items():
+                _check_compare(v, at + (k,), problem)
         elif name == "log":
             if not isinstance(arg, dict) or not isinstance(arg.get("contains"), str):
                 problem(at, "expected {file: GLOB, contains: TEXT}")
@@ -706,6 +741,8 @@ class Observation:
     figures: dict = field(default_factory=dict)  # the latest fault's figures
     vars: dict = field(default_factory=dict)  # $target, $baseline, $target_tunnels
     start: dict = field(default_factory=dict)  # at the drill's start: fleet_lost, certs, cmp
+    takeovers: list = field(default_factory=list)  # since the drill began (takeovers_in)
+    fleet_mark: dict = field(default_factory=dict)  # fleet counters at the latest inject/run
 
     def run(self, command: str) -> dict:
         if callable(self.cli):
@@ -732,6 +769,18 @@ class Observation:
             up = row.get("state") in HOLDING
             out[int(row["slot"])] = int((row.get("counters") or {}).get("ike_sas", 0)) if up else 0
         return out
+
+    def card_held(self) -> dict[int, int]:
+        """The SAs' checkpoints each packet card in service holds (a standby's `held_sas`)."""
+        return {int(row["slot"]): int((row.get("counters") or {}).get("held_sas", 0))
+                for row in self.cards if row.get("type") not in ("mio", "rsp")
+                and row.get("state") in IN_SERVICE}  # fmt: skip
+
+    def fleet_count(self, key: str):
+        """A fleet status field, or one of its counts (attempts, established, ...)."""
+        fleet = self.fleet
+        value = fleet.get(key)
+        return value if value is not None else (fleet.get("counts") or {}).get(key)
 
     def card_state(self, slot: int) -> str | None:
         for row in self.cards:
@@ -802,7 +851,14 @@ def evaluate(cond: dict, obs: Observation) -> tuple[bool, str]:
 def _evaluate_one(name: str, arg, obs: Observation) -> tuple[bool, str]:
     if name == "tunnels":
         view = arg.get("view", "fleet")
-        if "card" in arg:
+        if view == "held":
+            held = obs.card_held()
+            if "card" in arg:
+                slot = _slot(arg["card"], obs)
+                actual, where = held.get(slot, 0), f"held by card {slot}"
+            else:
+                actual, where = sum(held.values()), "held by the standby"
+        elif "card" in arg:
             slot = _slot(arg["card"], obs)
             actual = obs.card_tunnels().get(slot, 0)
             where = f"on card {slot}"
@@ -898,11 +954,60 @@ def _evaluate_one(name: str, arg, obs: Observation) -> tuple[bool, str]:
         actual = obs.figures.get(name)
         ok, want = _compare(actual, arg, obs)
         return ok, f"{name.replace('_', ' ')} {actual} (want {want})"
+    if name == "takeover":
+        return _takeover(arg, obs)
+    if name == "fleet_change":
+        ok_all, parts = True, []
+        for key, spec in arg.items():
+            now, then = obs.fleet_count(key), obs.fleet_mark.get(key)
+            actual = None if now is None or then is None else now - then
+            ok, want = _compare(actual, spec, obs)
+            ok_all &= ok
+            parts.append(f"fleet {key} +{actual} (want {want})")
+        return ok_all, ", ".join(parts)
     if name == "log":
         pattern = arg.get("file", "*.log")
         found = arg["contains"] in obs.log(pattern)
         return found, f"{pattern} contains {arg['contains']!r}"
     raise ConditionError(f"unknown condition {name}")
+
+
+def _takeover(arg: dict, obs: Observation) -> tuple[bool, str]:
+    """The latest takeover since the drill began that matches failed/by/why, then its
+    figures against sas/children/took_ms."""
+    want = {k: _slot(arg[k], obs) for k in ("failed", "by") if k in arg}
+    seen = [t for t in obs.takeovers if all(t[k] == v for k, v in want.items())
+            and arg.get("why", t["why"]) == t["why"]]  # fmt: skip
+    who = " ".join(f"{k} {v}" for k, v in want.items()) or "any card"
+    if not seen:
+        return False, f"no takeover ({who}) since the start ({len(obs.takeovers)} in all)"
+    t = seen[-1]
+    ok_all, parts = True, []
+    for key in ("sas", "children", "took_ms"):
+        if key in arg:
+            ok, w = _compare(t[key], arg[key], obs)
+            ok_all &= ok
+            parts.append(f"{key} {t[key]:g} (want {w})")
+    text = f"card {t['by']} took over card {t['failed']}'s SAs ({t['why']})"
+    return ok_all, text + (": " + ", ".join(parts) if parts else "")
+
+
+def takeovers_in(text: str, wall0: float) -> list[dict]:
+    """The management card's takeover records (supervisor/recovery.py's log line), ``t``: when
+    it was logged (the takeover done), in seconds from ``wall0`` (the drill's start)."""
+    out = []
+    for line in text.splitlines():
+        m = _TAKEOVER.search(line)
+        if not m:
+            continue
+        when = _LOG_TIME.match(line)
+        wall = (dt.datetime.strptime(when.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+                if when else None)  # fmt: skip
+        failed, why, by, sas, children, took = m.groups()
+        out.append({"failed": int(failed), "why": why, "by": int(by), "sas": int(sas),
+                    "children": int(children), "took_ms": float(took),
+                    "t": round(wall - wall0, 3) if wall is not None else None})  # fmt: skip
+    return out
 
 
 def _certificate(arg: dict, obs: Observation) -> tuple[bool, str]:
@@ -1112,6 +1217,12 @@ def chassis_facts(topology_dict: dict) -> Fixed:
     return Fixed(cards, int(fleet.get("count", 0) or 0), tuple(lab))
 
 
+def fleet_counters(fleet: dict) -> dict:
+    """The fleet status's numbers (its counts, then its top-level fields) for fleet_change."""
+    numbers = {k: v for k, v in fleet.items() if isinstance(v, int | float)}
+    return {**(fleet.get("counts") or {}), **numbers}
+
+
 def _lab_placeholders(text: str, lab: dict) -> str:
     def value(m: re.Match) -> str:
         return str((lab.get(m.group(1)) or {}).get(m.group(2), m.group(0)))
@@ -1144,6 +1255,8 @@ class Runner:
         self._sampler: threading.Thread | None = None
         self.latest: dict | None = None
         self._scanner: AcceptedScanner | None = None
+        self.wall0 = time.time()
+        self.fleet_mark: dict = {}  # the fleet's counters at the latest inject or run step
 
     # --- what the drill reads ---------------------------------------------------------
     def _certificates_named(self) -> set[str]:
@@ -1180,6 +1293,16 @@ class Runner:
             except OSError:
                 continue
         return "".join(out)
+
+    def takeovers(self) -> list[dict]:
+        """Takeovers the management cards logged since the drill began (supervisor/recovery.py;
+        the backplane grants both MIOs one log each)."""
+        seen = []
+        for pattern in ("mio-*.log", "rsp-*.log"):
+            for item in takeovers_in(self.logs(pattern), self.wall0):
+                if item not in seen:
+                    seen.append(item)
+        return seen
 
     def accepted(self) -> list[dict]:
         if self._scanner is None:
@@ -1291,11 +1414,13 @@ class Runner:
 
         sample = self.fresh()
         figures = {}
+        takeovers = self.takeovers()
         if self.faults:
             with self.lock:
                 timeline = list(self.samples)
             revoked = tuple(r["t"] for r in self.revocations)
-            figures = drill_report.fault_figures(self.faults[-1], timeline, None, revoked)
+            figures = drill_report.fault_figures(self.faults[-1], timeline, None, revoked,
+                                                 takeovers)  # fmt: skip
         return Observation(
             status=sample.get("status") or {},
             cards=sample.get("rows") or [],
@@ -1306,6 +1431,8 @@ class Runner:
             figures=figures,
             vars=dict(self.vars),
             start=self.start,
+            takeovers=takeovers,
+            fleet_mark=dict(self.fleet_mark),
         )
 
     # --- steps ---------------------------------------------------------------------------
@@ -1385,7 +1512,9 @@ class Runner:
                 "crl_error": results[-1].get("crl_error")}  # fmt: skip
 
     def _baseline(self) -> dict:
-        sample = self.compact(self.fresh())
+        raw = self.fresh()
+        self.fleet_mark = fleet_counters(Observation(status=raw.get("status") or {}).fleet)
+        sample = self.compact(raw)
         fleet = sample.get("fleet") or {}
         return {"gateway": sample.get("gateway"), "fleet_up": fleet.get("up"),
                 "fleet_lost": fleet.get("lost"), "cards": sample.get("cards"),
@@ -1422,6 +1551,8 @@ class Runner:
                 time.sleep(planned.delay if planned else float(step.body))
                 detail = f"slept {planned.delay if planned else step.body:g} s"
             elif step.kind == "run":
+                self.fleet_mark = fleet_counters(Observation(
+                    status=self.fresh().get("status") or {}).fleet)  # fmt: skip
                 commands = [_lab_placeholders(self._vars_in(c), self.chassis.manifest.get("lab")
                                               or {}) for c in step.body]  # fmt: skip
                 results = self.exec(*commands)
@@ -1479,7 +1610,7 @@ class Runner:
         from chassis import drill_report
 
         started_wall = dt.datetime.now(dt.UTC)
-        self.t0 = time.monotonic()
+        self.t0, self.wall0 = time.monotonic(), started_wall.timestamp()
         logs = self.chassis.run.logs
         self.start["log_sizes"] = {p: os.path.getsize(p) for p in glob.glob(str(logs / "*.log"))}
         self._scanner = AcceptedScanner(logs)
@@ -1495,6 +1626,7 @@ class Runner:
         self._sampler.start()
         first = self.fresh(5.0)
         fleet = Observation(status=first.get("status") or {}).fleet
+        self.fleet_mark = fleet_counters(fleet)
         self.start["fleet_lost"] = fleet.get("lost", 0)
         self.start["fleet_reestablished"] = fleet.get("re_established", 0)
         history = self.cli("show cmp history")
@@ -1534,6 +1666,7 @@ class Runner:
                 self._sampler.join(5)
             end_cmp = self._cmp_counts()
             accepted = self.accepted()
+            takeovers = self.takeovers()
             if self.traps is not None:
                 self.traps.close()
         duration = time.monotonic() - self.t0
@@ -1554,6 +1687,7 @@ class Runner:
             accepted=accepted,
             cmp_lost=cmp_lost,
             cmp={"start": self.start.get("cmp"), "end": end_cmp},
+            takeovers=takeovers,
             started=started_wall,
             duration_s=duration,
             chassis={

@@ -516,6 +516,123 @@ def test_the_trap_receiver_decodes_the_supervisors_expiry_trap():
     assert drills.decode_trap(b"\x30\x03junk")["oid"] is None
 
 
+# ------------------------------------------------------------------ session recovery
+MIO_LOG = """\
+2026-03-01 12:00:01,000 slot5 supervisor WARNING slot 2: process 41 exited (-9)
+2026-03-01 12:00:01,250 slot5 recovery WARNING slot 2: failure: card 4 took over 7 IKE SAs \
+(7 children) in 5.5 ms
+2026-03-01 12:00:09,500 slot5 recovery WARNING slot 1: migrate: card 2 took over 12 IKE SAs \
+(13 children) in 3.1 ms
+2026-03-01 12:00:10,000 slot5 recovery INFO standby packet card: 1
+"""
+
+
+def test_takeovers_come_from_the_management_cards_log():
+    wall0 = dt.datetime(2026, 3, 1, 12, 0, 0).timestamp()  # local time, as the logs write it
+    assert drills.takeovers_in(MIO_LOG, wall0) == [
+        {"failed": 2, "why": "failure", "by": 4, "sas": 7, "children": 7, "took_ms": 5.5,
+         "t": 1.25},
+        {"failed": 1, "why": "migrate", "by": 2, "sas": 12, "children": 13, "took_ms": 3.1,
+         "t": 9.5},
+    ]  # fmt: skip
+
+
+def recovery_observation(**over) -> drills.Observation:
+    wall0 = dt.datetime(2026, 3, 1, 12, 0, 0).timestamp()
+    cards = [card(1, tunnels=10), card(2, "failed", 7), card(4, tunnels=7),
+             {**card(3, "standby"), "counters": {"ike_sas": 0, "held_sas": 17}},
+             {**card(5, "failed"), "counters": {"held_sas": 99}}]  # fmt: skip
+    fleet = {"attempts": 26, "counts": {"attempts": 26, "established": 25, "retransmissions": 9}}
+    base = dict(status=status(up=24, **fleet), cards=cards,
+                takeovers=drills.takeovers_in(MIO_LOG, wall0),
+                fleet_mark={"attempts": 24, "established": 24, "retransmissions": 9},
+                vars={"target": 2, "baseline": 24, "target_tunnels": 7})  # fmt: skip
+    base.update(over)
+    return drills.Observation(**base)
+
+
+@pytest.mark.parametrize(
+    "cond, ok",
+    [
+        ({"takeover": {"failed": "$target", "by": 4, "sas": {"at_least": "$target_tunnels"}}},
+         True),
+        ({"takeover": {"failed": 2, "why": "failure", "took_ms": {"at_most": 5}}}, False),
+        ({"takeover": {"failed": 2, "children": 7, "took_ms": {"at_most": 10}}}, True),
+        ({"takeover": {"failed": 1, "by": 2, "why": "migrate", "children": 13}}, True),
+        ({"takeover": {"failed": 3}}, False),
+        ({"takeover": {}}, True),  # any takeover at all
+        ({"tunnels": {"view": "held", "card": 3, "equals": 17}}, True),
+        ({"tunnels": {"view": "held", "equals": 17}}, True),  # a failed card's count is stale
+        ({"tunnels": {"view": "held", "card": 5, "equals": 0}}, True),
+        ({"fleet_change": {"attempts": 2, "established": {"at_most": 1}}}, True),
+        ({"fleet_change": {"retransmissions": 0}}, True),
+        ({"fleet_change": {"attempts": 0}}, False),
+        ({"fleet_change": {"unknown_counter": 0}}, False),
+    ],
+)  # fmt: skip
+def test_recovery_conditions(cond, ok):
+    problems_seen = []
+    drills.check_condition(cond, ("c",), lambda path, msg, key=False: problems_seen.append(msg))
+    assert not problems_seen, problems_seen
+    held, text = drills.evaluate(cond, recovery_observation())
+    assert held is ok, text
+
+
+def test_recovery_conditions_tell_what_they_saw():
+    obs = recovery_observation()
+    held, text = drills.evaluate({"takeover": {"failed": 2, "sas": {"at_least": 8}}}, obs)
+    assert not held and text == ("NOT card 4 took over card 2's SAs (failure): sas 7 "
+                                 "(want >= 8)")  # fmt: skip
+    held, text = drills.evaluate({"takeover": {"failed": 3}}, obs)
+    assert text == "NOT no takeover (failed 3) since the start (2 in all)"
+    held, text = drills.evaluate({"fleet_change": {"attempts": 0}}, obs)
+    assert text == "NOT fleet attempts +2 (want == 0)"
+    held, text = drills.evaluate({"fleet_change": {"attempts": 0}}, observation())
+    assert not held and "fleet attempts +None" in text  # no mark: never holds
+
+
+@pytest.mark.parametrize(
+    "cond, field",
+    [
+        ({"takeover": {"failed": "x"}}, "c.takeover.failed"),
+        ({"takeover": {"why": "crash"}}, "c.takeover.why"),
+        ({"takeover": {"speed": 1}}, "c.takeover.speed"),
+        ({"takeover": {"sas": {"more": 1}}}, "c.takeover.sas.more"),
+        ({"takeover": 3}, "c.takeover"),
+        ({"tunnels": {"view": "standby", "at_least": 1}}, "c.tunnels.view"),
+        ({"fleet_change": {}}, "c.fleet_change"),
+        ({"fleet_change": {"attempts": "many"}}, "c.fleet_change.attempts"),
+    ],
+)
+def test_recovery_conditions_refuse_bad_shapes(cond, field):
+    seen = []
+    drills.check_condition(cond, ("c",), lambda path, msg, key=False: seen.append(
+        ".".join(map(str, path))))  # fmt: skip
+    assert field in seen, seen
+
+
+def test_a_takeover_is_a_figure_of_the_fault_it_follows(tmp_path):
+    tl = recorded_timeline()
+    takeovers = [{"failed": 2, "why": "failure", "by": 4, "sas": 6, "children": 6,
+                  "took_ms": 4.5, "t": 2.011},
+                 {"failed": 1, "why": "migrate", "by": 2, "sas": 9, "children": 9,
+                  "took_ms": 3.0, "t": 11.0}]  # fmt: skip
+    figs = drill_report.fault_figures(kill_fault(), tl, takeovers=takeovers)
+    assert (figs["takeover_ms"], figs["takeover_by"], figs["takeover_sas"]) == (4.5, 4, 6)
+    assert figs["takeover_children"] == 6 and figs["takeover_done_ms"] == 11.0
+    assert "takeover_ms" not in drill_report.fault_figures(kill_fault(), tl, until=2.01,
+                                                           takeovers=takeovers)  # fmt: skip
+    report = build_report(tmp_path, takeovers=takeovers)
+    fig = report["figures"]
+    assert fig["takeover_ms"] == 4.5 and fig["takeovers"] == takeovers
+    assert report["faults"][0]["figures"]["takeover_by"] == 4
+    report["metrics"] = ["takeover"]
+    assert drill_report.figure_lines(report) == [("takeover time", (
+        "4.5 ms: card 4 took over card 2's 6 IKE SAs (6 children, failure); 3 ms: card 2 "
+        "took over card 1's 9 IKE SAs (9 children, migrate)"))]  # fmt: skip
+    assert build_report(tmp_path)["figures"]["takeover_ms"] is None
+
+
 # ------------------------------------------------------------------ the runner, in memory
 class Result:
     def __init__(self, command, output="", data=None, error=False):
