@@ -386,26 +386,25 @@ class Gateway:
             state.sa = None
         return count
 
-    def take_over(self, holding, now: float) -> int:
+    def take_over(self, holding, now: float, limit: int | None = None) -> int:
         """Serve the SAs a failed card checkpointed to this one: adopt them into the
         endpoints and rebuild their ESP state; returns how many. Their Message ID syncs wait
         for ``start_syncs``: sent before the NPU steers the peers' answers here, they would
         be lost (and an AES-GCM peer cannot answer a Message ID 0 twice)."""
-        adopted = holding.take_over(self.endpoints, now)
+        adopted = holding.take_over(self.endpoints, now, limit)
         seq_from = holding.esp_start(c for _, sa in adopted for c in sa.children)
         for local, sa in adopted:
             endpoint = self.endpoints[local]
             echo, limits = self.sinks.get(local, (False, {}))
             self.dp.adopt(endpoint, sa, echo=echo, limits=limits, seq_from=seq_from)
             self.to_sync.append((local, sa.my_spi))
-        log.info("took over %d IKE SAs with %d children", len(adopted),
-                 sum(len(sa.children) for _, sa in adopted))  # fmt: skip
         return len(adopted)
 
-    def start_syncs(self, now: float) -> list:
+    def start_syncs(self, now: float, limit: int | None = None) -> list:
         """The NPU steers the adopted SAs here now: agree on Message IDs with each peer that
-        supports it (RFC 6311) before anything else is sent to it."""
-        outs, syncs, self.to_sync = [], self.to_sync, []
+        supports it (RFC 6311) before anything else is sent to it; up to ``limit`` of them."""
+        cut = len(self.to_sync) if limit is None else limit
+        outs, syncs, self.to_sync = [], self.to_sync[:cut], self.to_sync[cut:]
         for local, spi in syncs:
             endpoint = self.endpoints.get(local)
             if endpoint is not None:

@@ -80,6 +80,7 @@ class Held:
 
     checkpoint: dict
     sa: object | None = None
+    restored: bool = False  # tried (a checkpoint this card cannot read stays None)
 
 
 class Holding:
@@ -104,41 +105,55 @@ class Holding:
             held = self.sas.setdefault(key, {})
             for spi in change["gone"]:
                 held.pop(spi, None)
-            endpoint = endpoints.get(endpoint_local(key))
-            for checkpoint in change["upserts"]:
+            for checkpoint in change["upserts"]:  # restored later, a slice at a time (ready)
                 spi = checkpoint["spi_r"] if not checkpoint["initiator"] else checkpoint["spi_i"]
-                held[spi] = Held(checkpoint, _restore(endpoint, checkpoint))
+                held[spi] = Held(checkpoint)
         self.esp_seq.update(batch.get("esp_seq") or {})
         self.seq = seq
         return seq, False
 
-    def ready(self, endpoints: dict) -> None:
-        """Restore what arrived before this card had the endpoint (configuration came later)."""
+    def ready(self, endpoints: dict, limit: int | None = None) -> int:
+        """Restore up to ``limit`` held checkpoints (all: None) into SAs ready to serve;
+        returns how many are still waiting. The runner calls it between other work, so
+        tens of thousands of them never stall the card's heartbeats."""
+        waiting = 0
         for key, held in self.sas.items():
             endpoint = endpoints.get(endpoint_local(key))
             for item in held.values():
-                if item.sa is None:
-                    item.sa = _restore(endpoint, item.checkpoint)
+                if item.sa is not None:
+                    continue
+                if endpoint is None or (limit is not None and limit <= 0):
+                    waiting += 1
+                    continue
+                item.sa = _restore(endpoint, item.checkpoint)
+                item.restored = True
+                if limit is not None:
+                    limit -= 1
+        return waiting
 
     def count(self) -> int:
         return sum(len(h) for h in self.sas.values())
 
-    def take_over(self, endpoints: dict, now: float) -> list[tuple[tuple[str, int], object]]:
-        """Adopt every held SA into the endpoint serving its address, its lifetimes going on
-        from ``now``; (local, IkeSa) of each adopted. The holding is empty afterwards (this
-        card is the active one now)."""
-        self.ready(endpoints)
+    def take_over(self, endpoints: dict, now: float, limit: int | None = None
+                  ) -> list[tuple[tuple[str, int], object]]:  # fmt: skip
+        """Adopt up to ``limit`` held SAs (all: None) into the endpoints serving their
+        addresses, their lifetimes going on from ``now``; (local, IkeSa) of each adopted,
+        which the holding lets go. Call until count() is 0 (this card is the active one)."""
         adopted = []
-        for key, held in self.sas.items():
-            local = endpoint_local(key)
+        for key in list(self.sas):
+            local, held = endpoint_local(key), self.sas[key]
             endpoint = endpoints.get(local)
-            if endpoint is None:
-                continue
-            for item in held.values():
-                if item.sa is not None:
+            for spi in list(held):
+                if limit is not None and len(adopted) >= limit:
+                    return adopted
+                item = held.pop(spi)
+                if item.sa is None and endpoint is not None and not item.restored:
+                    item.sa = _restore(endpoint, item.checkpoint)
+                if item.sa is not None and endpoint is not None:
                     item.sa.restart_timers(item.checkpoint.get("timers") or {}, now)
                     adopted.append((local, endpoint.adopt(item.sa)))
-        self.sas.clear()
+            if not held:
+                del self.sas[key]
         return adopted
 
     def esp_start(self, spis: Iterable[bytes]) -> dict[bytes, int]:

@@ -50,6 +50,8 @@ from chassis.ipc.rundir import RunDir
 from chassis.ipc.sockets import Channel, Incoming, IpcFault, Node
 
 log = logging.getLogger("card")
+RECOVERY_SLICE = 500  # SAs restored, adopted or synced per event-loop turn
+CKPT_TIMEOUT_S = 12.0  # a relayed full batch of many SAs (the MIO waits up to 10 s)
 MAX_UNACKED_BATCHES = 50  # checkpoint batches kept for a silent standby, then a full one
 OCSP_MAX_BYTES = 64 * 1024  # an OCSP answer larger than this is refused (an error: CRL next)
 
@@ -188,11 +190,9 @@ class Card:
         elif isinstance(msg, Request) and msg.method == "ckpt.hold":  # we are the standby
             self._hold(inc, msg.args)
         elif isinstance(msg, Request) and msg.method == "takeover":
-            self._take_over(inc, int(msg.args["slot"]))
+            self._spawn(self._take_over(inc, int(msg.args["slot"])))
         elif isinstance(msg, Request) and msg.method == "takeover.sync":  # the NPU steers here
-            outs = self.gateway.start_syncs(self.mono.now()) if self.gateway else []
-            self._ike(outs)
-            self.ctl.reply(inc, True, {"syncs": sum(type(o).__name__ == "Send" for o in outs)})
+            self._spawn(self._start_syncs(inc))
         elif isinstance(msg, Request) and msg.method == "ckpt.full":  # `card migrate` from us
             batch = self.gateway.checkpoint_batch(Outbox(), full=True) if self.gateway else None
             self.ctl.reply(inc, batch is not None, batch, "" if batch else "no IKE service")
@@ -550,7 +550,7 @@ class Card:
             return
         try:
             answer = await self.pending.call(
-                self.ctl, Request("ckpt", {"batches": batches}), timeout=self.interval * 20
+                self.ctl, Request("ckpt", {"batches": batches}), timeout=CKPT_TIMEOUT_S
             )
         except (TimeoutError, RpcError) as exc:
             self.counters["ckpt_unacked"] += 1
@@ -575,20 +575,36 @@ class Card:
         self.counters["held_sas"] = sum(h.count() for h in self.holdings.values())
         self.ctl.reply(inc, True, {"ack": ack, "full": full})
 
-    def _take_over(self, inc: Incoming, slot: int) -> None:
+    async def _take_over(self, inc: Incoming, slot: int) -> None:
+        """Adopt a failed card's SAs, a slice per loop turn: tens of thousands of them must
+        not stop our heartbeats (the supervisor would fail this card too)."""
         holding = self.holdings.pop(slot, None)
         if holding is None or self.gateway is None:
             self.ctl.reply(inc, False, error=f"no checkpoints of card {slot} here")
             return
         started = self.mono.now()
-        self.gateway.take_over(holding, started)
+        adopted = 0
+        while holding.count():
+            adopted += self.gateway.take_over(holding, started, limit=RECOVERY_SLICE)
+            await asyncio.sleep(0)
+        log.info("took over %d IKE SAs of card %d", adopted, slot)
         self.role = "active"
         self.holdings.clear()  # an active card holds nobody's checkpoints
         self.counters["held_sas"] = 0
         sas, children = self.gateway.counts()
+        self.counters["ike_sas"], self.counters["child_sas"] = sas, children  # shown at once
         self.ctl.reply(inc, True, {"sas": sas, "children": children,
                                    "took_ms": round((self.mono.now() - started) * 1e3, 1)})  # fmt: skip
         self._report()
+
+    async def _start_syncs(self, inc: Incoming) -> None:
+        sent = 0
+        while self.gateway is not None and self.gateway.to_sync:
+            outs = self.gateway.start_syncs(self.mono.now(), limit=RECOVERY_SLICE)
+            self._ike(outs)
+            sent += sum(type(o).__name__ == "Send" for o in outs)
+            await asyncio.sleep(0)
+        self.ctl.reply(inc, True, {"syncs": sent})
 
     async def _load_gateway(self) -> None:
         """Import the IKE engine (0.1-0.3 s of CPU) in a thread: the event loop keeps sending
@@ -633,6 +649,9 @@ class Card:
                     self.counters["ike_sas"], self.counters["child_sas"] = sas, children
                 if self.counters != self.reported:
                     self._report()
+            if self.holdings and self.gateway is not None:  # restore held checkpoints, a slice
+                for holding in self.holdings.values():  # each tick (not all at once)
+                    holding.ready(self.gateway.endpoints, RECOVERY_SLICE)
             if self.outbox is not None and (self.ckpt_task is None or self.ckpt_task.done()):
                 self.ckpt_task = asyncio.create_task(self._checkpoint())
             due = self.gateway and self.gateway.next_timer()

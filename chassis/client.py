@@ -88,6 +88,8 @@ class CliSession:
         try:
             if not self.closed:
                 self._call("cli.close", session=self.sid)
+        except (ChassisError, TimeoutError):
+            pass  # the session is gone with its MIO (`card switch`): nothing left to close
         finally:
             self.client.close()
 

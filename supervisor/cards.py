@@ -120,7 +120,8 @@ class CardManager:
 
     def on_reboot(self, slot: int, now: float) -> None:
         card = self.cards[slot]
-        card.pid, card.failed_boot_id = None, ""
+        # the old process's boot ID goes: the card is watched again once the new one registers
+        card.pid, card.failed_boot_id, card.boot_id = None, "", ""
         self._set(card, "booting", now)
 
     def set_state(self, slot: int, state: str, now: float) -> None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from supervisor.runner import Supervisor
 
 log = logging.getLogger("recovery")
+RELAY_TIMEOUT_S = 10.0  # a full batch of 10,000 SAs is tens of megabytes
 
 
 class SessionRecovery:
@@ -64,13 +65,16 @@ class SessionRecovery:
     async def relay(self, inc: Incoming, slot: int, args: dict) -> None:
         """An active card's batches to the standby; its answer back ({ack, full})."""
         sup, standby = self.sup, self.standby()
+        if sup.cards.cards[slot].state not in ("active", "migrating"):  # a resumed failed card
+            sup.ctl.reply(inc, False, error=f"card {slot} is not active")
+            return
         if standby is None or standby == slot:
             sup.ctl.reply(inc, False, error="no standby packet card in service")
             return
         try:
             answer = await sup.pending.call(
                 sup.ctl, Request("ckpt.hold", {"from": slot, "batches": args.get("batches", [])}),
-                to=f"slot-{standby}".encode(), timeout=sup.interval * 10,
+                to=f"slot-{standby}".encode(), timeout=RELAY_TIMEOUT_S,
             )  # fmt: skip
         except (TimeoutError, RpcError) as exc:
             sup.ctl.reply(inc, False, error=f"standby {standby}: {exc or 'no answer'}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import re
@@ -242,6 +243,14 @@ class Supervisor:
         self.node.epoch, self.role = hello["epoch"], hello["role"]
         log.info("slot %d: %s, epoch %d", self.slot, self.role, self.node.epoch)
         self.background.add(asyncio.create_task(self._beat_backplane()))
+        # The CMP modules take 0.6 s and more to import: in a thread from the start (not
+        # awaited: boot goes on), so that a later enrollment or a takeover's resumed request
+        # rarely finds the event loop importing them.
+        self.background.add(
+            asyncio.ensure_future(
+                asyncio.to_thread(importlib.import_module, "supervisor.pki.cmp.client")
+            )
+        )
         if self.role == "active":
             boot = lab_placeholders(
                 self.topology.get("startup_config", ""), self.manifest.get("lab", {})
@@ -266,8 +275,8 @@ class Supervisor:
             if entry["pid"] and entry["slot"] in self.packet_slots:
                 self.cards.on_started(entry["slot"], entry["pid"], now)
             elif entry["slot"] in self.cards.cards and entry["type"] in MANAGEMENT:
-                self.cards.cards[entry["slot"]].pid = entry["pid"]
-                self.cards.cards[entry["slot"]].state = entry["state"]
+                card = self.cards.cards[entry["slot"]]  # roles as the backplane has them now
+                card.pid, card.state, card.role = entry["pid"], entry["state"], entry["role"]
         self.cards.cards[self.slot].state, self.cards.cards[self.slot].pid = "active", os.getpid()
         if state:  # roles and SPI owners as the old active left them (session recovery)
             for slot, role in (state.get("roles") or {}).items():
@@ -278,7 +287,6 @@ class Supervisor:
             # The line itself may hold key data: log its number and the reason only.
             log.warning("boot configuration line %d: %s", err.line_no, err.message)
         await self.certs.restore_from_store()
-        self.certs.resume_cmp()
         self.node.start_auth()
         self.ctl = self.node.router(ep["control"])
         self.pub = self.node.publisher(ep["state"])
@@ -287,6 +295,7 @@ class Supervisor:
             self.replicator = Replicator(self)
             self.replicator.start(ep["sync"])
             self.certs.cmp.before_send = self.replicator.before_cmp
+        self.certs.resume_cmp()  # after the sockets: the cards re-attach meanwhile
         self.publish_config()
         self.sync_credentials()
         self._listen(self.ctl, self.on_card)

@@ -144,3 +144,20 @@ def test_a_reconfigured_endpoint_keeps_its_sas():
     old = next(iter(pair.sa("i").children))
     pair.run(pair._split("i", pair.i.rekey_child(pair.sa("i").spi_i, old, pair.now)))
     assert pair.of("r", ChildEstablished) and not pair.of("r", Dropped)
+
+
+def test_a_request_in_flight_at_the_takeover_is_answered_after_the_sync():
+    """The eNodeB's liveness check is lost with the failed card; after the sync its
+    retransmission (the ID the sync moved past) is taken once and answered."""
+    pair = Pair().established()
+    checkpoint = pair.r.export_sa(pair.sa("r").spi_r)
+    lost = pair._split("i", pair.i.check_liveness(pair.sa("i").spi_i, pair.now))
+    assert lost and pair.sa("i").outstanding is not None  # never delivered: the card died
+    restored = take_over(pair, checkpoint)
+    pair.run(pair._split("r", pair.r.sync_message_ids(restored.spi_r, pair.now)))
+    assert pair.of("i", MidSynced) and pair.of("r", MidSynced)
+    pair.now += 1.0
+    pair.run(pair.timers("i"))  # the eNodeB retransmits its liveness check
+    assert len(pair.of("i", Alive)) == 1 and not pair.of("r", Dropped), pair.of("r", Dropped)
+    liveness(pair, "i")  # and the next one is expected too
+    assert len(pair.of("i", Alive)) == 2

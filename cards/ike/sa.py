@@ -104,7 +104,7 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
         "ike_expire_at", "children", "new_esp_spi", "_out", "_setup", "now", "mcsa_at",
         "replacing", "assigned", "virtual_ips", "no_child", "peer_http_lookup", "fetched",
         "parked", "pending_fetches", "revocation", "revocation_deadline", "mid_sync",
-        "mid_sync_seen",
+        "mid_sync_seen", "mid_grace",
         "__dict__",
     )  # fmt: skip
 
@@ -152,6 +152,7 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
         self.revocation_deadline: float | None = None  # when its current wait gives up
         self.mid_sync = False  # both sides announced IKEV2_MESSAGE_ID_SYNC_SUPPORTED (RFC 6311)
         self.mid_sync_seen = -1  # the highest M1 a peer's sync request carried
+        self.mid_grace: int | None = None  # after our sync: the peer's in-flight request ID
         self.fragmenting = False  # both sides sent IKEV2_FRAGMENTATION_SUPPORTED (RFC 7383)
         self.reassembly: dict | None = None  # the fragments of the message being received
         self.first_fragment = b""  # fragment 1 of the request just reassembled
@@ -456,6 +457,12 @@ class IkeSa(Lifecycle, HashAndUrl, RevocationWait, Wire):
             # not processed twice; its copies and fragments are dropped
             self.emit(Dropped(src, f"request {mid} is still being processed"))
             return
+        if mid == self.mid_grace and mid == self.recv_mid - 1:
+            # RFC 6311: the peer's request in flight at the takeover, retransmitted with the
+            # ID the sync moved past (strongSwan and we count it in P2); taken once
+            self.recv_mid, self.mid_grace = mid, None
+        elif mid == self.recv_mid:
+            self.mid_grace = None
         if mid != self.recv_mid or msg.exchange not in ANSWERS.get(self.state, ()):
             self.emit(
                 Dropped(src, f"request {msg.exchange} ID {mid} not expected in {self.state.name}")

@@ -62,6 +62,7 @@ class MidSyncTask(Task):
                 NotifyType.INVALID_SYNTAX, "Message ID sync answered with another nonce"
             )
         sa.send_mid, sa.recv_mid = max(m2, sa.send_mid + MARGIN), p2
+        sa.mid_grace = p2 - 1  # a request of the peer's in flight at the takeover
         sa.mid_synced(p2, m2)
 
 
@@ -75,6 +76,6 @@ def answer_sync(sa, data: bytes) -> bytes | None:
         return None
     sa.mid_sync_seen = m1
     m2 = m1  # max(M1, our expected next request ID): M1 is not lower
-    p2 = max(p1, sa.send_mid + (1 if sa.outstanding is not None else 0))
+    p2 = max(p1, sa.send_mid)  # send_mid already counts a request of ours in flight
     sa.recv_mid, sa.send_mid = m2, p2
     return SYNC.pack(nonce, p2, m2)
