@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from helpers import wait_until
 from test_e2e_default_topology import DEFAULT, GW, enodeb, now
@@ -89,7 +90,7 @@ def send_esp(sock: socket.socket, ep: Endpoint) -> tuple[bytes, bytes]:
     (child,) = sa.children.values()
     assert child.suite.encr == Encr.AES_GCM_16
     key, _ = child.outbound
-    inner = ip_udp((sa.virtual_ips[0], 40000), ("10.200.0.1", 40001), PROBE)
+    inner = ip_udp((sa.virtual_ips[0], 2152), ("10.200.0.1", 2152), PROBE)  # s1: GTP-U
     pad = -(len(inner) + 2) % 4
     plain = inner + bytes(range(1, pad + 1)) + bytes([pad, 4])  # Next Header: IPv4
     head, iv = child.their_spi + struct.pack("!I", 1), os.urandom(8)
@@ -188,8 +189,17 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
+def without_fleet(tmp_path: Path) -> Path:
+    """The default topology without its eNodeB fleet: these tests count their own SAs."""
+    topo = yaml.safe_load(DEFAULT.read_text())
+    topo["lab"].pop("fleet", None)
+    path = tmp_path / "default-without-fleet.yaml"
+    path.write_text(yaml.safe_dump(topo, sort_keys=False))
+    return path
+
+
 def test_capture_with_keys_is_decrypted_by_tshark(chassis_factory, tmp_path):
-    ch = chassis_factory(DEFAULT, timeout=60)
+    ch = chassis_factory(without_fleet(tmp_path), timeout=60)
     serving(ch)
     pcap, key_file = tmp_path / "segw.pcapng", tmp_path / "segw.keys"
     started = ch.capture_start(pcap, keys=key_file)
@@ -226,7 +236,7 @@ def test_capture_with_keys_is_decrypted_by_tshark(chassis_factory, tmp_path):
 
 
 def test_capture_command_until_ctrl_c(chassis_factory, tmp_path):
-    ch = chassis_factory(DEFAULT, timeout=60)
+    ch = chassis_factory(without_fleet(tmp_path), timeout=60)
     serving(ch)
     pcap, key_file = tmp_path / "cli.pcapng", tmp_path / "cli.keys"
     argv = [sys.executable, "-m", "chassis", "capture", str(pcap), "--keys", str(key_file),
