@@ -27,12 +27,6 @@ from chassis import topology as topo_mod
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e"), pytest.mark.timeout(300)]
 
-NEEDS_FAULTS = pytest.mark.skipif(
-    not hasattr(client.Chassis, "fault"),
-    reason="needs the faults API (chassis/faults.py, Chassis.fault: issue #9 part 1), "
-    "which this tree does not have yet",
-)
-
 
 def run_drill(name: str, tmp_path) -> tuple[subprocess.CompletedProcess, dict | None]:
     run_dir, out = tmp_path / "run", tmp_path / "report"
@@ -67,7 +61,6 @@ def check_passed(proc, report) -> dict:
     return report["figures"]
 
 
-@NEEDS_FAULTS
 def test_dpc_kill_no_standby(tmp_path):
     fig = check_passed(*run_drill("dpc-kill-no-standby", tmp_path))
     assert fig["detection_ms"] <= 300  # a crash: the backplane's pidfd (figures: the report)
@@ -75,14 +68,12 @@ def test_dpc_kill_no_standby(tmp_path):
     assert fig["revoked_accepted"] == 0 and fig["cmp_lost"] == 0
 
 
-@NEEDS_FAULTS
 def test_dpc_hang(tmp_path):
     fig = check_passed(*run_drill("dpc-hang", tmp_path))
     assert fig["detection_ms"] <= 500  # within the liveness (the target, 300 ms: the report)
     assert fig["tunnels_lost"] >= 1 and fig["recovery_s"] is not None
 
 
-@NEEDS_FAULTS
 def test_ipc_partition(tmp_path):
     fig = check_passed(*run_drill("ipc-partition", tmp_path))
     assert fig["detection_ms"] <= 500 and fig["tunnels_lost"] == 0
