@@ -83,14 +83,15 @@ class Enodeb:
         self.sock.close()
 
 
-def serving_chassis(chassis_factory, tmp_path):
-    """DPC 1 active, DPC 2 standby, a template bound on a free port; (chassis, eNodeB
-    config factory, gateway address)."""
+def serving_chassis(chassis_factory, tmp_path, topology: str = TOPO, context_lines=(),
+                    standby: int | None = 2):  # fmt: skip
+    """A template bound on a free port (by default DPC 1 active, DPC 2 standby; more lines of
+    context segw in ``context_lines``); (chassis, eNodeB config factory, gateway address)."""
     keys = {n: ec.generate_private_key(ec.SECP256R1()) for n in ("ca", "gw", "enb")}
     ca = certificate("Refresh CA", keys["ca"], keys["ca"], 1, ca=True)
     gw = certificate("segw.example.net", keys["gw"], keys["ca"], 2)
     enb = certificate("enb1.example.net", keys["enb"], keys["ca"], 3)
-    ch = chassis_factory(write_topology(tmp_path, TOPO))
+    ch = chassis_factory(write_topology(tmp_path, topology))
     for name, data in {"ca.crt": pem(ca), "gw.crt": pem(gw), "gw.key": pem(keys["gw"])}.items():
         (ch.run.flash / name).write_bytes(data)
     port = free_udp_port()
@@ -99,6 +100,7 @@ def serving_chassis(chassis_factory, tmp_path):
         "ca-certificate name ca pem url /flash/ca.crt",
         "certificate name segw pem url /flash/gw.crt private-key pem url /flash/gw.key",
         "context segw",
+        *context_lines,
         "crypto template tmpl ikev2-dynamic",
         "authentication local certificate",
         "authentication remote certificate",
@@ -112,7 +114,8 @@ def serving_chassis(chassis_factory, tmp_path):
     )
     assert not any(r.error for r in res), [r.output for r in res if r.error]
     wait_until(lambda: ch.status().get("npu") is not None, 10, what="the NPU")
-    wait_until(lambda: cards(ch)[2]["state"] == "standby", 10, what="DPC 2 standby")
+    if standby is not None:
+        wait_until(lambda: cards(ch)[standby]["state"] == "standby", 10, what="the standby DPC")
     return ch, lambda: enodeb(enb, keys["enb"], ca), ("127.0.0.1", port)
 
 

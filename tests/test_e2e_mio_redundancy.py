@@ -11,11 +11,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-from helpers import wait_until, write_topology
-from test_e2e_crl_refresh import certificate, enodeb, pem
-from test_e2e_failover import Enodeb, bring_up
-from test_e2e_strongswan import free_udp_port
+from helpers import wait_until
+from test_e2e_failover import Enodeb, bring_up, serving_chassis
 
 from cards.ike.events import Alive
 
@@ -50,33 +47,14 @@ def alive(e: Enodeb) -> None:
 
 
 def test_the_standby_mio_takes_over_and_an_old_active_steps_down(chassis_factory, tmp_path):
-    keys = {n: ec.generate_private_key(ec.SECP256R1()) for n in ("ca", "gw", "enb")}
-    ca = certificate("Refresh CA", keys["ca"], keys["ca"], 1, ca=True)
-    gw = certificate("segw.example.net", keys["gw"], keys["ca"], 2)
-    enb = certificate("enb1.example.net", keys["enb"], keys["ca"], 3)
-    ch = chassis_factory(write_topology(tmp_path, TOPO))
-    for name, data in {"ca.crt": pem(ca), "gw.crt": pem(gw), "gw.key": pem(keys["gw"])}.items():
-        (ch.run.flash / name).write_bytes(data)
-    port = free_udp_port()
-    res = ch.exec(
-        "configure",
-        "ca-certificate name ca pem url /flash/ca.crt",
-        "certificate name segw pem url /flash/gw.crt private-key pem url /flash/gw.key",
-        "context segw",
-        "ip pool run-time-pool 10.77.0.0 255.255.0.0 public 0",
-        "crypto template tmpl ikev2-dynamic",
-        "authentication local certificate",
-        "authentication remote certificate",
-        "certificate name segw",
-        "ca-certificate list ca-cert-name ca",
-        "exit",
-        "wsg-service svc",
-        f"bind address 127.0.0.1 port {port} crypto-template tmpl",
-        "end",
+    ch, config, gateway = serving_chassis(
+        chassis_factory,
+        tmp_path,
+        TOPO,
+        ["ip pool run-time-pool 10.77.0.0 255.255.0.0 public 0"],
+        standby=None,
     )
-    assert not any(r.error for r in res), [r.output for r in res if r.error]
-    wait_until(lambda: ch.status().get("npu") is not None, 10, what="the NPU")
-    (e,) = bring_up(lambda: enodeb(enb, keys["enb"], ca), ("127.0.0.1", port), 1)
+    (e,) = bring_up(config, gateway, 1)
     try:
         epoch = ch.status()["epoch"]
         time.sleep(0.5)  # the standby received the running configuration (acked pushes)
