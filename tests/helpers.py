@@ -58,6 +58,43 @@ def small_topology(
 
 BASIC = Path(__file__).resolve().parent / "topologies" / "basic.yaml"  # no lab: quick to start
 
+# A topology's tail for a lab-CA chassis serving one child-SA payload on 127.0.0.1:{port}
+# (enrolled with `cmp initialize`): a str.format template, as the topologies that end with it.
+LAB_SEGW_CONFIG = """\
+startup-config: |
+  config
+    system hostname segw
+    ca-certificate name lab-root pem url ${{lab.ca.root}}
+    context segw
+      ip pool enb-pool 10.64.0.0 255.255.0.0 public 0
+      ikev2-ikesa transform-set ike-gcm
+        encryption aes-gcm-256
+        group 19
+        prf sha2-256
+      #exit
+      ipsec transform-set esp-gcm
+        encryption aes-gcm-256
+      #exit
+      crypto template segw-tmpl ikev2-dynamic
+        authentication local certificate
+        authentication remote certificate
+        certificate name segw
+        ca-certificate list ca-cert-name lab-root
+        ikev2-ikesa transform-set list ike-gcm
+        ipsec sink echo
+        payload gtpu match childsa match ipv4
+          ipsec transform-set list esp-gcm
+        #exit
+      #exit
+      wsg-service segw-svc
+        ip address pool name enb-pool
+        bind address 127.0.0.1 port {port} crypto-template segw-tmpl
+      #exit
+    #exit
+  end
+  cmp initialize modulus 2048 cert-name segw subject-name "/O=SeGW Lab/CN=segw.lab.example" ca-psk lab-secret ca-root lab-root ca-url ${{lab.ca.url}}
+"""
+
 
 def ike_attempt(config, gateway: tuple[str, int], timeout: float = 15.0) -> list:
     """One eNodeB (a cards.ike Endpoint with ``config``) dials ``gateway`` over real UDP on

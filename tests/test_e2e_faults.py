@@ -13,7 +13,7 @@ import socket
 import time
 
 import pytest
-from helpers import BASIC, slot_pid, slot_states, wait_until, write_topology
+from helpers import BASIC, LAB_SEGW_CONFIG, slot_pid, slot_states, wait_until, write_topology
 
 from chassis import procs
 from chassis.backplane import process_stopped
@@ -111,7 +111,8 @@ def test_refusals_name_the_cause(chassis_factory):
     assert ch.faults() == []
 
 
-FLEET = """\
+FLEET = (
+    """\
 name: faults
 platform: asr5500
 timers: {{heartbeat-interval-ms: 100, heartbeat-liveness: 3}}
@@ -134,39 +135,9 @@ lab:
     retry: {{initial: 1, max: 4}}
     traffic:
       - {{proto: udp, port: 2152, pps: 5, size: 200}}
-startup-config: |
-  config
-    system hostname segw
-    ca-certificate name lab-root pem url ${{lab.ca.root}}
-    context segw
-      ip pool enb-pool 10.64.0.0 255.255.0.0 public 0
-      ikev2-ikesa transform-set ike-gcm
-        encryption aes-gcm-256
-        group 19
-        prf sha2-256
-      #exit
-      ipsec transform-set esp-gcm
-        encryption aes-gcm-256
-      #exit
-      crypto template segw-tmpl ikev2-dynamic
-        authentication local certificate
-        authentication remote certificate
-        certificate name segw
-        ca-certificate list ca-cert-name lab-root
-        ikev2-ikesa transform-set list ike-gcm
-        ipsec sink echo
-        payload gtpu match childsa match ipv4
-          ipsec transform-set list esp-gcm
-        #exit
-      #exit
-      wsg-service segw-svc
-        ip address pool name enb-pool
-        bind address 127.0.0.1 port {port} crypto-template segw-tmpl
-      #exit
-    #exit
-  end
-  cmp initialize modulus 2048 cert-name segw subject-name "/O=SeGW Lab/CN=segw.lab.example" ca-psk lab-secret ca-root lab-root ca-url ${{lab.ca.url}}
 """
+    + LAB_SEGW_CONFIG
+)
 COUNT = 8
 
 

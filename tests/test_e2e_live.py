@@ -23,13 +23,14 @@ import time
 
 import httpx
 import pytest
-from helpers import BASIC, ROOT, wait_until, write_topology
+from helpers import BASIC, LAB_SEGW_CONFIG, ROOT, wait_until, write_topology
 
 from chassis import procs
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
-TOPOLOGY = """\
+TOPOLOGY = (
+    """\
 name: {name}
 platform: asr5500
 cards:
@@ -38,39 +39,9 @@ cards:
   2: {{type: dpc, role: standby}}
 lab:
   ca: {{psk: lab-secret}}
-{fleet}startup-config: |
-  config
-    system hostname segw
-    ca-certificate name lab-root pem url ${{lab.ca.root}}
-    context segw
-      ip pool enb-pool 10.64.0.0 255.255.0.0 public 0
-      ikev2-ikesa transform-set ike-gcm
-        encryption aes-gcm-256
-        group 19
-        prf sha2-256
-      #exit
-      ipsec transform-set esp-gcm
-        encryption aes-gcm-256
-      #exit
-      crypto template segw-tmpl ikev2-dynamic
-        authentication local certificate
-        authentication remote certificate
-        certificate name segw
-        ca-certificate list ca-cert-name lab-root
-        ikev2-ikesa transform-set list ike-gcm
-        ipsec sink echo
-        payload s1 match childsa match ipv4
-          ipsec transform-set list esp-gcm
-        #exit
-      #exit
-      wsg-service segw-svc
-        ip address pool name enb-pool
-        bind address 127.0.0.1 port {port} crypto-template segw-tmpl
-      #exit
-    #exit
-  end
-  cmp initialize modulus 2048 cert-name segw subject-name "/O=SeGW Lab/CN=segw.lab.example" ca-psk lab-secret ca-root lab-root ca-url ${{lab.ca.url}}
-"""
+{fleet}"""
+    + LAB_SEGW_CONFIG
+)
 FLEET = """\
   fleet:
     count: 2
