@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import functools
 import http.server
 import os
@@ -329,19 +330,20 @@ directory {d}/db
 """
 
 
-@pytest.fixture(scope="module")
-def ldap_server(tmp_path_factory):
-    """OpenLDAP slapd with one cRLDistributionPoint entry holding FILES["cert.pem"]."""
+@contextlib.contextmanager
+def slapd(tmp_path_factory, dn: str, cn: str, value: bytes):
+    """OpenLDAP slapd on loopback with one cRLDistributionPoint entry ``dn`` holding ``value``
+    as its certificateRevocationList;binary; yields the port."""
     if not os.access(SLAPD, os.X_OK):
         pytest.fail(f"{SLAPD} is missing: install Debian's slapd (apt-get install slapd)")
     d = tmp_path_factory.mktemp("slapd")
     (d / "db").mkdir()
     (d / "slapd.conf").write_text(_SLAPD_CONF.format(d=d, base=LDAP_BASE))
-    crl = base64.b64encode(FILES["cert.pem"]).decode()
+    data = base64.b64encode(value).decode()
     (d / "data.ldif").write_text(
         f"dn: {LDAP_BASE}\nobjectClass: organization\no: lab\n\n"
-        f"dn: {LDAP_CRL_DN}\nobjectClass: cRLDistributionPoint\ncn: ca1\n"
-        f"certificateRevocationList;binary:: {crl}\n\n"
+        f"dn: {dn}\nobjectClass: cRLDistributionPoint\ncn: {cn}\n"
+        f"certificateRevocationList;binary:: {data}\n\n"
     )
     conf = str(d / "slapd.conf")
     subprocess.run(
@@ -351,11 +353,17 @@ def ldap_server(tmp_path_factory):
         timeout=30,
     )
     port = free_tcp_port()
-    cmd = [SLAPD, "-f", conf, "-h", f"ldap://127.0.0.1:{port}/", "-d", "0"]
-    proc = _start(cmd)
+    proc = _start([SLAPD, "-f", conf, "-h", f"ldap://127.0.0.1:{port}/", "-d", "0"])
     try:
         _wait_tcp(proc, port, "slapd")
         yield port
     finally:
         _stop(proc)
         shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ldap_server(tmp_path_factory):
+    """slapd with one cRLDistributionPoint entry holding FILES["cert.pem"]."""
+    with slapd(tmp_path_factory, LDAP_CRL_DN, "ca1", FILES["cert.pem"]) as port:
+        yield port

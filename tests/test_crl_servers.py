@@ -8,28 +8,20 @@ previous good CRL stays."""
 from __future__ import annotations
 
 import asyncio
-import base64
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 from servers import (  # noqa: F401  (fixtures)
-    _SLAPD_CONF,
-    LDAP_BASE,
     PASSWORD,
-    SLAPD,
     USER,
-    _start,
-    _stop,
-    _wait_tcp,
-    free_tcp_port,
     ftp_server,
     http_server,
     refused_port,
     sftp_server,
     silent_tcp_port,
+    slapd,
     tftp_server,
     write_files,
 )
@@ -71,31 +63,9 @@ def served_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def crl_ldap_server(tmp_path_factory):
-    """OpenLDAP slapd with a cRLDistributionPoint entry holding lab()'s CRL."""
-    d = tmp_path_factory.mktemp("slapd-crl")
-    (d / "db").mkdir()
-    (d / "slapd.conf").write_text(_SLAPD_CONF.format(d=d, base=LDAP_BASE))
-    crl = base64.b64encode(lab()[2]).decode()
-    (d / "data.ldif").write_text(
-        f"dn: {LDAP_BASE}\nobjectClass: organization\no: lab\n\n"
-        f"dn: {LDAP_DN}\nobjectClass: cRLDistributionPoint\ncn: crl1\n"
-        f"certificateRevocationList;binary:: {crl}\n\n"
-    )
-    conf = str(d / "slapd.conf")
-    subprocess.run(
-        ["slapadd", "-q", "-f", conf, "-l", str(d / "data.ldif")],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    port = free_tcp_port()
-    proc = _start([SLAPD, "-f", conf, "-h", f"ldap://127.0.0.1:{port}/", "-d", "0"])
-    try:
-        _wait_tcp(proc, port, "slapd")
+    """slapd with a cRLDistributionPoint entry holding lab()'s CRL."""
+    with slapd(tmp_path_factory, LDAP_DN, "crl1", lab()[2]) as port:
         yield port
-    finally:
-        _stop(proc)
-        shutil.rmtree(d, ignore_errors=True)
 
 
 @pytest.fixture
