@@ -616,13 +616,13 @@ def test_ldap_carries_the_crl_and_its_updates(lab, tmp_path):
         )  # fmt: skip
         # ldapsearch, OpenLDAP's own client, reads the same bytes
         ldapsearch = shutil.which("ldapsearch")
-        if ldapsearch:
-            out = subprocess.run(
-                [ldapsearch, "-x", "-LLL", "-H", f"ldap://127.0.0.1:{port}", "-b",
-                 "cn=issuing,o=lab", "-s", "base", "certificateRevocationList;binary"],
-                capture_output=True, text=True, timeout=TIMEOUT,
-            )  # fmt: skip
-            assert out.returncode == 0 and "certificateRevocationList;binary::" in out.stdout
+        assert ldapsearch, "ldapsearch is missing: apt-get install ldap-utils"
+        out = subprocess.run(
+            [ldapsearch, "-x", "-LLL", "-H", f"ldap://127.0.0.1:{port}", "-b",
+             "cn=issuing,o=lab", "-s", "base", "certificateRevocationList;binary"],
+            capture_output=True, text=True, timeout=TIMEOUT,
+        )  # fmt: skip
+        assert out.returncode == 0 and "certificateRevocationList;binary::" in out.stdout
         # down stops slapd (refused), up brings it back with the current CRL
         server.set(down=True)
         with pytest.raises(ldap3.core.exceptions.LDAPException):
