@@ -106,6 +106,15 @@ class CrlService:
         if self._cache is not None:
             self.cache.fetch_now(name)
 
+    def restore(self, exported: list[dict]) -> None:
+        """At a takeover: the CRLs the old active MIO held (supervisor/ha.py), sent on to the
+        cards with their versions, before the configuration is published (so its `ca-crl`
+        lines find them and nothing is fetched again before its time)."""
+        for entry in self.cache.restore(exported):
+            if entry.index is not None:
+                self._on_update(entry)
+        log.info("%d CRLs taken over from the old active MIO", len(exported))
+
     # --- fan-out --------------------------------------------------------------------
     def _on_update(self, entry) -> None:
         wire = self.wire(entry)
@@ -122,11 +131,13 @@ class CrlService:
             self.versions[key] = wire["version"]
 
     def wire(self, entry) -> dict:
+        from supervisor.pki.crl import portable  # loaded with the cache: no cost here
+
         return {
             "name": entry.name,
             "url": entry.url,
             "version": entry.version,
-            "meta": entry.meta,
+            "meta": portable(entry.meta),
             "index": entry.index,
             "error": entry.error(self.sup.wall.now()),
         }
@@ -146,12 +157,14 @@ class CrlService:
     def report(self, name: str | None) -> list[dict]:
         if self._cache is None:
             return []
+        from supervisor.pki.crl import portable
+
         rows = []
         for e in self.cache.entries():
             if name is not None and e.name != name:
                 continue
             key = stream_key(e.name, e.url)
-            meta = e.meta or {}
+            meta = portable(e.meta) or {}
             rows.append(
                 {
                     "name": e.name,

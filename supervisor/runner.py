@@ -283,6 +283,7 @@ class Supervisor:
                 if int(slot) in self.cards.cards and int(slot) in self.packet_slots:
                     self.cards.cards[int(slot)].role = role
             self.recovery.owners = {int(k): int(v) for k, v in (state.get("owners") or {}).items()}
+            self.certs.cmp.restore_stats(state.get("cmp_stats") or {})
         for err in await self.engine.apply_boot_async(config):
             # The line itself may hold key data: log its number and the reason only.
             log.warning("boot configuration line %d: %s", err.line_no, err.message)
@@ -296,6 +297,8 @@ class Supervisor:
             self.replicator.start(ep["sync"])
             self.certs.cmp.before_send = self.replicator.before_cmp
         self.certs.resume_cmp()  # after the sockets: the cards re-attach meanwhile
+        if state and state.get("crls"):
+            self.crls.restore(state["crls"])  # before publish_config: its ca-crl lines
         self.publish_config()
         self.sync_credentials()
         self._listen(self.ctl, self.on_card)
@@ -308,7 +311,7 @@ class Supervisor:
         started = self.mono.now()
         self.role, self.node.epoch = "active", int(args["epoch"])
         follower, self.follower = self.follower, None
-        state = follower.state if follower is not None else {}
+        state = follower.taken_over() if follower is not None else {}
         if follower is not None:
             follower.close()
         status = await self.pending.call(self.bp, Request("status", {}), timeout=5)

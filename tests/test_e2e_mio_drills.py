@@ -21,23 +21,9 @@ directory the drill leaves:
 - for the hang: the resumed old active steps down at once, and every DPC stays with MIO 6
   (each registration after the hang is at epoch 2, none re-attached to MIO 5).
 
-Known product bugs, marked (never hidden) when a drill fails on exactly them:
-- STALL: the active MIO's event loop blocks for 0.7-2.5 s at its first CMP transaction (the
-  lazy import of supervisor.pki.cmp.client, i.e. the pyasn1_alt_modules RFC 4210/9480/6402
-  modules, in supervisor/certificates.py cmp_enroll and resume_cmp), longer than the
-  backplane's hang budget for a MIO (chassis/mgmt_pair.py): it declares it hung and promotes
-  the standby. With a 300 ms budget it happened at every boot (the startup-config's `cmp
-  initialize`), before the drill began, and after a kill during a poll the new active stalled
-  in resume_cmp and the two MIOs took over from each other again and again; a 2 s budget
-  makes it rare, but a loaded host can still exceed it.
-- SESSION: the CLI session that typed `card switch` is gone once the new active binds the
-  CLI endpoint: the session's close reaches MIO 6, which answers "no such CLI session"
-  (supervisor/runner.py on_cli), and Chassis.exec raises it (chassis/client.py CliSession.close
-  from __exit__), losing the command's own answer although the switch was made.
-- MIO ROWS: after a takeover the new active's `show card table` keeps the topology's roles
-  for the MIO rows (supervisor/runner.py _activate copies the backplane's state and pid of the
-  management slots but not their role; ProcEvent "hello" sets the state from that stale
-  role), so MIO 6 (active) shows as Standby and MIO 5 (standby) as Active.
+A takeover no fault caused (the backplane declaring a busy MIO hung: its loop once stalled
+at the first CMP transaction, importing the ASN.1 modules) fails the test, naming what the
+MIO was doing then.
 """
 
 from __future__ import annotations
@@ -68,24 +54,6 @@ _STAMP = re.compile(
 )
 MISSED = re.compile(r"MIO (\d+) missed \d+ heartbeats: MIO (\d+) takes over, epoch (\d+)")
 HANG = re.compile(r"fault: hang slot-(\d+)")
-MIO_ROWS = "show card table (MIO 6) shows MIO 6 active and MIO 5 standby"
-INVERTED = re.compile(r"(?m)^ 5: MMIO .* Active +No\n 6: MMIO .* Standby +No")
-STALL_BUG = (
-    "the active MIO's event loop stalled past the backplane's hang budget at its first CMP "
-    "transaction (supervisor/certificates.py imports supervisor.pki.cmp.client, i.e. "
-    "pyasn1_alt_modules, on the loop in cmp_enroll/resume_cmp): the backplane promoted the "
-    "standby without a fault"
-)
-SESSION_BUG = (
-    '`card switch` switched over, but Chassis.exec raised "no such CLI session": the '
-    "session's close reached the new active MIO (chassis/client.py CliSession.close, "
-    "supervisor/runner.py on_cli)"
-)
-ROWS_BUG = (
-    "the new active MIO's `show card table` keeps the topology's MIO roles (supervisor/"
-    "runner.py _activate copies the management slots' state and pid, not their role): MIO 6 "
-    "shows as Standby and MIO 5 as Active"
-)
 
 
 # ------------------------------------------------------------------ the run directory
@@ -154,8 +122,7 @@ def reattached_ms(report: dict, t_ref: float) -> float | None:
 
 
 def drill(name: str, tmp_path) -> tuple[dict, Path, str]:
-    """Run the drill; (report, logs directory, what it printed). Marked xfail when a takeover
-    happened that no fault caused (the STALL bug above): the drill's premise is gone."""
+    """Run the drill; (report, logs directory, what it printed)."""
     proc, report = run_drill(name, tmp_path)
     shown = f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     assert report is not None, shown
@@ -166,35 +133,16 @@ def drill(name: str, tmp_path) -> tuple[dict, Path, str]:
     assert report["schedule"] == planned  # replay: the seed gives the schedule the run followed
     logs = tmp_path / "run" / "logs"
     stalls = spurious_takeovers(logs)
-    failed = steps_failed(report)
-    if stalls and failed:
-        pytest.xfail(f"{name}: {STALL_BUG}: " + "; ".join(stalls[:3])
-                     + f" ({len(stalls)} in all; failed steps {[s['step'] for s in failed]})")  # fmt: skip
     assert not stalls, f"takeovers no fault caused: {stalls}"
     return report, logs, shown
 
 
-def known_bug(step: dict, table: str) -> str | None:
-    """The known bug (above) a failed step shows exactly, if any."""
-    if step["label"] == MIO_ROWS and INVERTED.search(table):
-        return ROWS_BUG
-    if step["label"].startswith("card switch") and "no such CLI session" in step["detail"]:
-        return SESSION_BUG
-    return None
-
-
 def held(report: dict, shown: str) -> None:
-    """Every step held, or the steps that failed show known bugs exactly (marked xfail)."""
+    """Every step of the drill held."""
     failed = steps_failed(report)
-    if not failed and report["result"] == "passed":
-        return
-    table = run_output(report, "show card table")
-    bugs = [known_bug(s, table) for s in failed]
-    if all(bugs):
-        pytest.xfail(f"{report['drill']}: every other step held; "
-                     + "; ".join(dict.fromkeys(bugs)) + f"\n{table}")  # fmt: skip
-    pytest.fail(f"{report['drill']}: {[(s['step'], s['label'], s['detail']) for s in failed]}"
-                f"\n{shown}")  # fmt: skip
+    assert not failed and report["result"] == "passed", (
+        f"{report['drill']}: {[(s['step'], s['label'], s['detail']) for s in failed]}\n{shown}"
+    )
 
 
 def show(report: dict, mine: dict) -> None:

@@ -508,6 +508,42 @@ class CrlCache:
     def get(self, key: str) -> Entry | None:
         return self._entries.get(key)
 
+    # -- the standby MIO's copy (supervisor/ha.py)
+
+    def export(self, entry: Entry, *, index: bool = True) -> dict:
+        """What the standby keeps of an entry; ``index=False`` when only the fetch times
+        moved (the standby keeps the index it has)."""
+        out = {
+            "name": entry.name, "url": entry.url, "encoding": entry.encoding,
+            "issuers": list(entry.issuers), "refresh_s": entry.refresh_s,
+            "version": entry.version, "meta": portable(entry.meta), "digest": entry.digest,
+            "last_fetch": entry.last_fetch, "last_result": entry.last_result,
+            "next_refresh": entry.next_refresh,
+        }  # fmt: skip
+        if index:
+            out["index"] = entry.index
+        return out
+
+    def restore(self, exported: list[dict]) -> list[Entry]:
+        """Take over the entries the old active MIO replicated, with their versions, so the
+        cards keep what they hold and nothing is fetched before its time."""
+        restored = []
+        for d in exported:
+            meta = d.get("meta")
+            if meta is not None and meta.get("number") is not None:
+                meta = {**meta, "number": int(meta["number"])}
+            entry = Entry(
+                d.get("name"), str(d["url"]), d.get("encoding"),
+                [bytes(i) for i in d.get("issuers") or []], float(d["refresh_s"]),
+                version=int(d.get("version", 0)), meta=meta, index=d.get("index"),
+                last_fetch=d.get("last_fetch"), last_result=d.get("last_result"),
+                next_refresh=float(d.get("next_refresh") or 0.0), digest=d.get("digest"),
+            )  # fmt: skip
+            self._entries[entry.key] = entry
+            self._versions[entry.key] = max(entry.version, self._versions.get(entry.key, 0))
+            restored.append(entry)
+        return restored
+
     # -- CDP-learned CRLs
 
     def lookup_url(self, url: str) -> Entry | None:
@@ -646,6 +682,17 @@ class CrlCache:
         except Exception:
             log.exception("CRL %s: on_update failed", entry.key)
         return "ok"
+
+
+INT64_MAX = 2**63 - 1
+
+
+def portable(meta: dict | None) -> dict | None:
+    """``meta`` fit for msgpack: a CRL number may be up to 20 octets (RFC 5280 5.2.3), too
+    big for msgpack's integers, so a big one travels as its decimal text."""
+    if meta is None or meta.get("number") is None or meta["number"] <= INT64_MAX:
+        return meta
+    return {**meta, "number": str(meta["number"])}
 
 
 def _older(new: dict, old: dict | None) -> str | None:

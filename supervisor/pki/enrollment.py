@@ -108,6 +108,7 @@ class CmpService:
         # acks that it knows of it (supervisor/ha.py); None without a standby.
         self.before_send = None
         self._seen: dict[int, tuple[Counter, Counter]] = {}  # per transaction: counts carried over
+        self.taken_over = False  # statistics restored from an old active MIO (restore_stats)
 
     # --- one transaction -----------------------------------------------------------------
 
@@ -117,6 +118,8 @@ class CmpService:
 
         self.outstanding[out.cert_name] = out
         out.tx_id = id(tx)
+        if first is None and self.taken_over:  # resumed: the old active counted the journal's
+            self._seen[id(tx)] = (Counter(tx.sent), Counter(tx.received))
         self._journal(tx, out)
         try:
             step = Wait(0.0) if first is None else await self._exchange(tx, out, first)
@@ -247,6 +250,23 @@ class CmpService:
         existed = path.exists()
         path.unlink(missing_ok=True)
         return out is not None or existed
+
+    def stats(self) -> dict:
+        """The statistics and history, as the standby MIO keeps them (supervisor/ha.py)."""
+        return {
+            "sent": dict(self.sent), "received": dict(self.received),
+            "failed": dict(self.failed), "history": list(self.history),
+            "results": [[kind, result, n] for (kind, result), n in self.results.items()],
+        }  # fmt: skip
+
+    def restore_stats(self, stats: dict) -> None:
+        """A takeover: go on counting from what the old active MIO counted (a transaction
+        resumed from its journal then counts only the messages sent and received here)."""
+        for name in ("sent", "received", "failed"):
+            getattr(self, name).update(stats.get(name) or {})
+        self.results.update({(k, r): n for k, r, n in stats.get("results") or []})
+        self.history.extend(stats.get("history") or [])
+        self.taken_over = True
 
     def clear_statistics(self) -> None:
         for counter in (self.sent, self.received, self.failed, self.results):
