@@ -222,11 +222,14 @@ def build(*, drill, seed, schedule, steps, faults, timeline, traps, revocations,
 
 
 def write(report: dict, directory: Path | str) -> tuple[Path, Path]:
+    """report.json, report.html and, beside them, the timeline alone as report.svg (the
+    picture the page embeds, standalone: for a slide or a README). Returns (json, html)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     json_path, html_path = directory / "report.json", directory / "report.html"
     json_path.write_text(json.dumps(report, indent=1, default=str) + "\n")
     html_path.write_text(render_html(report))
+    (directory / "report.svg").write_text(render_svg(report) + "\n")
     return json_path, html_path
 
 
@@ -309,6 +312,15 @@ def _step_path(points: list[tuple[float, float]]) -> str:
     return "".join(parts)
 
 
+def _mark_label(at: float, y: float, colour: str, text: str, right: float) -> str:
+    """A label beside a vertical mark at x `at`: on its right, or on its left when it would
+    run past `right`, the plot's edge (a mark near the end of the drill)."""
+    if at + 3 + 7 * len(text) > right:  # 7 px a character is generous at font-size 11
+        return (f'<text x="{at - 3:.1f}" y="{y}" fill="{colour}" text-anchor="end">'
+                f"{_e(text)}</text>")  # fmt: skip
+    return f'<text x="{at + 3:.1f}" y="{y}" fill="{colour}">{_e(text)}</text>'
+
+
 def render_svg(report: dict, width: int = 960, height: int = 320) -> str:
     """Tunnels per card over time (step lines), the gateway's and the fleet's totals, fault
     marks (red, numbered), recoveries (green: a resume/heal, and the computed recovery
@@ -387,17 +399,17 @@ def render_svg(report: dict, width: int = 960, height: int = 320) -> str:
                        f'{figs["detection_ms"]:g} ms</title></line>')  # fmt: skip
         if figs.get("recovered_t") is not None:
             rx = x(figs["recovered_t"])
+            label = _mark_label(rx, top + 12, "#2e7d32", f"recovered ({n})", left + w)
             out.append(f'<line x1="{rx:.1f}" x2="{rx:.1f}" y1="{top}" y2="{top + plot_h}" '
                        'stroke="#2e7d32" stroke-dasharray="6,3"><title>recovered after '
-                       f'{figs["recovery_s"]:g} s</title></line><text x="{rx + 3:.1f}" '
-                       f'y="{top + 12}" fill="#2e7d32">recovered ({n})</text>')  # fmt: skip
+                       f'{figs["recovery_s"]:g} s</title></line>{label}')  # fmt: skip
         for name, seconds in (figs.get("renewal_s") or {}).items():
             nx = x(fault["t"] + seconds)
+            label = _mark_label(nx, top + 24, "#1565c0", f"{name} renewed", left + w)
             out.append(f'<line x1="{nx:.1f}" x2="{nx:.1f}" y1="{top}" y2="{top + plot_h}" '
                        'stroke="#1565c0" stroke-dasharray="4,2"><title>certificate '
                        f'{_e(name)} on every card after {seconds:g} s</title></line>'
-                       f'<text x="{nx + 3:.1f}" y="{top + 24}" fill="#1565c0">{_e(name)} renewed'
-                       "</text>")  # fmt: skip
+                       f"{label}")  # fmt: skip
     if legend:
         lx = left
         for colour, name, dash in legend:

@@ -413,6 +413,10 @@ def test_a_report_renders_json_and_html_with_the_timeline_and_the_seed(tmp_path)
     assert "x &lt; y &amp; z" in page and "NOT &lt;tunnels&gt;" in page  # escaped
     assert "<script" not in page and "http://" not in page.replace("http://www.w3.org", "")
     svg = drill_report.render_svg(report)
+    assert sorted(p.name for p in json_path.parent.iterdir()) == [
+        "report.html", "report.json", "report.svg"]  # fmt: skip
+    assert (json_path.parent / "report.svg").read_text() == svg + "\n"  # the page's picture
+    assert svg in page and svg.startswith('<svg xmlns="http://www.w3.org/2000/svg" ')
     assert svg.count('stroke="#c62828"') == 1  # one fault mark (kill)
     assert svg.count('stroke="#2e7d32" stroke-width="1.5"') == 1  # one recovery (resume)
     assert "recovered (1)" in svg and "declared failed: 4 ms" in svg
@@ -421,6 +425,18 @@ def test_a_report_renders_json_and_html_with_the_timeline_and_the_seed(tmp_path)
     from xml.dom import minidom
 
     minidom.parseString(svg)  # well-formed
+
+
+def test_a_label_near_the_right_edge_is_drawn_left_of_its_mark(tmp_path):
+    # recovered at 9.0 s of a 9.2 s drill: "recovered (1)" would run past the plot's edge
+    report = build_report(tmp_path, faults=[kill_fault()], timeline=recorded_timeline()[:93],
+                          duration_s=9.2)  # fmt: skip
+    assert report["figures"]["recovery_s"] == 7.0
+    label = re.search(r'<text x="([\d.]+)" y="\d+" fill="#2e7d32"( text-anchor="end")?>'
+                      r"recovered \(1\)</text>", drill_report.render_svg(report))  # fmt: skip
+    assert label and label[2] and float(label[1]) < 940  # anchored at its end, inside the plot
+    early = drill_report.render_svg(build_report(tmp_path))  # at 9.0 s of 12: on the right
+    assert re.search(r'fill="#2e7d32">recovered \(1\)</text>', early)
 
 
 def test_a_passing_report(tmp_path):
