@@ -156,10 +156,10 @@ class SessionRecovery:
         sup.update_npu()
         try:  # the backplane answers in order: once it does, the NPU steers to the new card
             await sup.pending.call(sup.bp, Request("npu.owners", {}), timeout=5)
-            await sup.pending.call(sup.ctl, Request("takeover.sync", {}),
-                                   to=f"slot-{standby}".encode(), timeout=5)  # fmt: skip
         except (TimeoutError, RpcError) as exc:
-            log.error("slot %d: Message ID sync at card %d: %s", failed, standby, exc)
+            log.error("slot %d: the NPU did not confirm card %d's SPIs: %s", failed, standby, exc)
+        # Done: every SA active on the standby and the NPU steering to it (issue #10's
+        # takeover). The RFC 6311 syncs follow, a slice per loop turn at the card.
         done = sup.mono.now()
         record = {"failed": failed, "by": standby, "why": why, "sas": result.get("sas", 0),
                   "children": result.get("children", 0), "took_ms": round((done - started) * 1e3, 1),
@@ -167,4 +167,12 @@ class SessionRecovery:
         self.takeovers.append(record)
         log.warning("slot %d: %s: card %d took over %d IKE SAs (%d children) in %.1f ms",
                     failed, why, standby, record["sas"], record["children"], record["took_ms"])  # fmt: skip
+        try:
+            synced = await sup.pending.call(sup.ctl, Request("takeover.sync", {}),
+                                            to=f"slot-{standby}".encode(), timeout=5)  # fmt: skip
+            record["sync_ms"] = round((sup.mono.now() - started) * 1e3, 1)
+            log.info("slot %d: card %d sent %d Message ID syncs, %.1f ms after the order",
+                     failed, standby, synced.get("syncs", 0), record["sync_ms"])  # fmt: skip
+        except (TimeoutError, RpcError) as exc:
+            log.error("slot %d: Message ID sync at card %d: %s", failed, standby, exc)
         return record

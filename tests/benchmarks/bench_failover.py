@@ -30,9 +30,11 @@ bench_ike.py: the lab fleet gives no per-tunnel liveness check to sample.
      (the MIO's verdict, same clock) minus the kill;
    - takeover, from internal timestamps: the MIO's record (supervisor/recovery.py logs
      `card 2 took over N IKE SAs (C children) in X ms`: from its order to DPC 2 until DPC 2
-     answered with every SA adopted and active, the roles swapped and the NPU told to steer
-     DPC 1's SPI slot bits to DPC 2), and its log time minus the detection; DPC 2's own log
-     line (`took over N IKE SAs`) too. Then the NPU remap is seen live from outside: the
+     answered with every SA adopted and active, the roles swapped and the NPU confirmed it
+     steers DPC 1's SPI slot bits to DPC 2), and its log time minus the detection; DPC 2's
+     own log line (`took over N IKE SAs`) too, and when DPC 2 had handed every RFC 6311
+     sync to the NPU (the MIO's `sent N Message ID syncs` line). Then the remap is seen live
+     from outside: the
      first and last RFC 6311 Message ID syncs DPC 2 sends (one per SA, through the NPU) as
      this process receives them, and DPC 2's live IKE SAs in the card table.
 4. Tunnels lost: an INFORMATIONAL liveness check on --sample SAs drawn at random (--seed), all
@@ -96,7 +98,8 @@ cards:
 """
 TOOK_OVER = re.compile(r"^(\S+ \S+) .*slot 1: failure: card 2 took over (\d+) IKE SAs "
                        r"\((\d+) children\) in ([\d.]+) ms")  # fmt: skip
-CARD_TOOK = re.compile(r"^(\S+ \S+) .*took over (\d+) IKE SAs with (\d+) children")
+SYNCED = re.compile(r"^(\S+ \S+) .*slot 1: card 2 sent (\d+) Message ID syncs, ([\d.]+) ms")
+CARD_TOOK = re.compile(r"^(\S+ \S+) .*took over (\d+) IKE SAs of card 1$")  # cards/runner.py
 
 
 def log_wall(stamp: str) -> float:
@@ -360,6 +363,9 @@ def run(args, base: Path) -> dict:
             done_ms = (log_wall(m.group(1)) - kill_wall) * 1000
             out["takeover"] = {"sas": int(m.group(2)), "children": int(m.group(3)),
                                "took_ms": float(m.group(4)), "done_ms": done_ms}  # fmt: skip
+        m = next((m for line in text.splitlines() if (m := SYNCED.match(line))), None)
+        if m:
+            out["syncs_handed_ms"] = (log_wall(m.group(1)) - kill_wall) * 1000
         with open(dpc2_log, "rb") as f:
             f.seek(dpc2_at)
             text = f.read().decode(errors="replace")
@@ -461,6 +467,8 @@ def report(args, r: dict) -> None:
         ("takeover done after detection (MIO's log time)", _ms(after_detection), "<= 1,000 ms"),
         ("takeover done after the kill (MIO's log time)", _ms(t.get("done_ms")), ""),
         ("DPC 2 adopted every SA, after the kill (its log time)", _ms(r.get("card_done_ms")), ""),
+        ("DPC 2 handed every RFC 6311 sync to the NPU, after the kill (MIO's log time)",
+         _ms(r.get("syncs_handed_ms")), ""),
         ("SAs taken over (children)", f"{t.get('sas', '-'):,} ({t.get('children', '-'):,})"
          if t else "-", f"{n:,}"),
         ("RFC 6311 syncs through the NPU: first / last, after the kill",
@@ -485,7 +493,7 @@ def report(args, r: dict) -> None:
     if r["busy"]["checked"]:
         rows.append((f"requests in flight at the kill ({r['busy']['checked']} SAs' liveness)",
                      f"{r['busy']['alive']} answered, {r['busy']['checked'] - r['busy']['alive']}"
-                     f" never (45 s): {r['busy']['reasons']}", "(a gap)"))  # fmt: skip
+                     f" never (45 s): {r['busy']['reasons']}", "all answered"))  # fmt: skip
     if "refill" in r:
         f = r["refill"]
         held_s = f.get("held_s")
