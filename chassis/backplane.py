@@ -578,6 +578,7 @@ class Backplane(ManagementPair):
             "faults": self.fault_list(),
             "mgmt_takeovers": self.mgmt_takeovers,
             "npu": dict(self.npu.counts),
+            "npu_errors": sorted(self.npu.listen_errors.values()),
             "capture": self.capture.stats() if self.capture is not None else None,
             "lab": {
                 name: {

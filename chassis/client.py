@@ -492,7 +492,8 @@ def readiness_missing(what: str, snap: dict) -> list[str]:
     missing = cards_missing(snap)
     if what == "cards" or missing:
         return missing
-    missing = certs_missing(snap)
+    missing = [f"NPU: {e}" for e in snap.get("npu_errors") or []]  # no service without it
+    missing += certs_missing(snap)
     if what == "certs" or missing:
         return missing
     return tunnels_missing(snap)

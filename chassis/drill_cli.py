@@ -31,7 +31,8 @@ class PlainProgress(drills.Progress):
         self.last = None
 
     def step_started(self, step, text):
-        self.echo(f"step {step.number}: {step.kind} {text}")
+        kind = "" if text.startswith(step.kind) else f"{step.kind} "  # "run ..." says it
+        self.echo(f"step {step.number}: {kind}{text}")
 
     def step_finished(self, step, result):
         state = "ok" if result["ok"] else "FAILED"
@@ -169,8 +170,9 @@ def drill(files, run_dir, seed, report_dir, keep, only_schedule, timeout):
         except drills.DrillError as exc:
             click.echo(str(exc), err=True)
             sys.exit(2)
+        faults = sum(p.kind == "inject" for p in runner.schedule)
         echo(f"drill {d.name}: seed {runner.seed}, {len(d.steps)} steps, "
-             f"{sum(p.kind == 'inject' for p in runner.schedule)} faults")  # fmt: skip
+             f"{faults} fault{'' if faults == 1 else 's'}")  # fmt: skip
         if tty:
             with progress:
                 report = runner.run()
@@ -192,7 +194,7 @@ def drill(files, run_dir, seed, report_dir, keep, only_schedule, timeout):
         if step.get("ok") is False:
             click.echo(f"  step {step['step']} failed (line {step['line']}): {step['label']}: "
                        f"{step['detail']}", err=True)  # fmt: skip
-    click.echo(f"report: {html_path} ({json_path.name} beside it)")
+    click.echo(f"report: {html_path} ({json_path.name} and report.svg beside it)")
     if ours and keep:
         click.echo(f"the chassis keeps running: chassis down --run-dir {ch.run.root}")
     sys.exit(0 if report["result"] == "passed" else 1)

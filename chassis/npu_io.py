@@ -52,6 +52,7 @@ class Npu:
             tuple[str, int], set[int]
         ] = {}  # cards holding the service's credentials
         self.counts: Counter[str] = Counter()
+        self.listen_errors: dict[tuple[str, int], str] = {}  # a gateway address it cannot bind
         # `chassis capture` (chassis/capture.py): tap(src, dst, data, outbound) sees every
         # datagram of the gateway's sockets, received (before steering) or sent
         self.tap: Callable[[tuple[str, int], tuple[str, int], bytes, bool], None] | None = None
@@ -65,6 +66,7 @@ class Npu:
         loop = asyncio.get_running_loop()
         for local in set(self.sockets) - wanted:
             self._close(loop, local)
+        self.listen_errors = {k: v for k, v in self.listen_errors.items() if k in wanted}
         for local in wanted - set(self.sockets):
             family = socket.AF_INET6 if ":" in local[0] else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_DGRAM)
@@ -74,10 +76,12 @@ class Npu:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RCVBUF)
                 sock.bind(local)
-            except OSError as exc:
+            except OSError as exc:  # e.g. another chassis on the same address and port
                 sock.close()
-                log.error("cannot listen on %s:%d: %s", *local, exc)
+                self.listen_errors[local] = f"cannot listen on {local[0]}:{local[1]}: {exc}"
+                log.error("%s", self.listen_errors[local])
                 continue
+            self.listen_errors.pop(local, None)
             self.sockets[local] = sock
             loop.add_reader(sock.fileno(), self._readable, local, sock)
             log.info("listening on %s:%d", *local)

@@ -373,6 +373,7 @@ class Supervisor:
             if why is None and fresh:  # a new process holds nothing yet
                 self.fanout.forget(slot)
                 self.certs.vsm_fetch.pop(slot, None)
+                self.card_counters.pop(slot, None)
             role = self.cards.cards[slot].role if slot in self.cards.cards else ""
             self.ctl.reply(inc, why is None, {"epoch": self.node.epoch, "role": role}, why or "")
             log.info("slot %d: register pid %d %s", slot, msg.pid, why or "accepted")
@@ -603,7 +604,9 @@ class Supervisor:
             if row["slot"] in self.packet_slots:
                 row["cred_seq"] = self.fanout.acked["cred"][row["slot"]]
                 row["templates"] = self.template_status.get(row["slot"], {})
-                row["counters"] = self.card_counters.get(row["slot"], {})
+                # a failed, offline or booting card serves nothing, whatever it last said
+                serving = row["state"] in ("active", "standby", "migrating")
+                row["counters"] = self.card_counters.get(row["slot"], {}) if serving else {}
             if self.platform == "asr9000" and row["type"] == "vsm":
                 fetched = self.certs.vsm_fetch.get(row["slot"])
                 row["fetch"] = fetched

@@ -224,7 +224,7 @@ def test_default_topology_accepts_an_enodeb(chassis_factory):
     assert row["state"] == "ESTABLISHED" and row["children"] >= 1  # the gateway adds oam (MCSA)
     child = ch.exec("show crypto ipsec security-associations")[0]
     (c,) = [c for c in ours(child.data["sas"]) if c["payload"] == "s1"]
-    assert c["tsi"] == inner and c["suite"] == "aes_gcm_16256" and c["lifetime_s"] > 86000
+    assert c["tsi"] == inner and c["suite"] == "AES_GCM_16_256" and c["lifetime_s"] > 86000
     assert c["tsr"] == "0.0.0.0/0[17/2152]"  # narrowed to the S1-U payload's selectors
     assert int(c["spi_in"][:2], 16) == c["card"]  # our inbound SPI carries the slot
 

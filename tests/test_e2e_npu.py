@@ -4,6 +4,7 @@ card each, retransmissions reach the same card, standby cards and keepalives get
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import threading
@@ -21,6 +22,7 @@ from cards.ike.engine import Endpoint
 from cards.ike.events import Alive, Established, Send
 from cards.ike.message import Message
 from cards.spi import make_spi, slot_of_spi
+from chassis.client import ChassisError
 from chassis.npu import steer
 from chassis.npu_io import BURST
 
@@ -119,6 +121,35 @@ def test_datagrams_are_steered_to_active_cards(chassis_factory, tmp_path):
     finally:
         for sock in peers:
             sock.close()
+
+
+def test_a_gateway_address_taken_by_another_process_is_named(chassis_factory, tmp_path):
+    """Another chassis (here: a socket of this test) holds the service's address and port:
+    the NPU cannot listen, and `chassis status` and `--wait certs` say so instead of a
+    gateway that silently never answers."""
+    (tmp_path / "t.yaml").write_text(TOPO)
+    ch = chassis_factory(tmp_path / "t.yaml")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        port = squatter.getsockname()[1]
+        for name, data in lab().items():
+            (ch.run.flash / name).write_bytes(data)
+        res = ch.exec(
+            "configure",
+            "ca-certificate name root pem url /flash/ca.crt",
+            "certificate name segw pem url /flash/gw1.crt private-key pem url /flash/gw1.key",
+            "context segw", "crypto template t ikev2-dynamic",
+            "authentication local certificate", "authentication remote certificate",
+            "certificate name segw", "ca-certificate list ca-cert-name root", "exit",
+            "wsg-service s", f"bind address 127.0.0.1 port {port} crypto-template t", "end",
+        )  # fmt: skip
+        assert not any(r.error for r in res), [r.output for r in res if r.error]
+        want = f"cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
+        wait_until(lambda: ch.status()["npu_errors"] == [want], 10, what="the NPU's bind error")
+        with pytest.raises(ChassisError, match=re.escape(f"NPU: {want}")):
+            ch.wait("certs", timeout=3)
+    log = (ch.run.logs / "backplane.log").read_text()
+    assert want in log
 
 
 ASR9000 = """\

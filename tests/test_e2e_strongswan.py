@@ -232,7 +232,7 @@ connections {{
         c = counters()[serving[0]]
         assert c.get("ike_childestablished") == 1 and not c.get("ike_childrefused"), c
         log = (ch.run.logs / f"dpc-{serving[0]}.log").read_text()
-        up = [line for line in log.splitlines() if "CHILD_SA up with aes_gcm_16256" in line]
+        up = [line for line in log.splitlines() if "CHILD_SA up with AES_GCM_16_256" in line]
         assert len(up) == 1 and f"{addr} === {remote_ts}" in up[0], log[-2000:]
         our_spi = up[0].split("our SPI ")[1].split(",")[0]
         their_spi = up[0].split("their SPI ")[1].split(",")[0]

@@ -64,10 +64,10 @@ def notify_types(payloads) -> list[int]:
 
 
 CHILD_SUITES = {
-    "aes_gcm_16256": ChildProposal(Encr.AES_GCM_16, 256),
-    "aes_gcm_16128": ChildProposal(Encr.AES_GCM_16, 128),
-    "aes_cbc256-hmac_sha2_256_128": ChildProposal(Encr.AES_CBC, 256, Integ.HMAC_SHA2_256_128),
-    "aes_cbc128-hmac_sha2_256_128": ChildProposal(Encr.AES_CBC, 128, Integ.HMAC_SHA2_256_128),
+    "AES_GCM_16_256": ChildProposal(Encr.AES_GCM_16, 256),
+    "AES_GCM_16_128": ChildProposal(Encr.AES_GCM_16, 128),
+    "AES_CBC_256/HMAC_SHA2_256_128": ChildProposal(Encr.AES_CBC, 256, Integ.HMAC_SHA2_256_128),
+    "AES_CBC_128/HMAC_SHA2_256_128": ChildProposal(Encr.AES_CBC, 128, Integ.HMAC_SHA2_256_128),
 }
 
 
@@ -288,7 +288,7 @@ def test_checkpoint_round_trip_with_a_child():
 
 def test_keys_never_in_repr_or_events():
     pair = Pair(
-        config("enb", children=policy(proposals=(CHILD_SUITES["aes_cbc256-hmac_sha2_256_128"],)))
+        config("enb", children=policy(proposals=(CHILD_SUITES["AES_CBC_256/HMAC_SHA2_256_128"],)))
     )
     pair.established()
     for side in ("i", "r"):

@@ -319,7 +319,7 @@ def test_invalid_ke_payload_retry():
     assert decode(pair.wire[1]).notify(NotifyType.INVALID_KE_PAYLOAD).data == struct.pack("!H", 19)
     assert decode(pair.wire[1]).spi_r == bytes(8) and not pair.of("r", Deleted)
     assert pair.of("r", Rejected)[0].notify == NotifyType.INVALID_KE_PAYLOAD
-    assert pair.of("i", Established)[0].suite.endswith("ecp_256")
+    assert pair.of("i", Established)[0].suite.endswith("/ECP_256")
     assert len(pair.wire) == 6 and len(pair.r.sas) == 1
 
 

@@ -31,10 +31,11 @@ class IkeProposal:
         return Suite(self.encr, self.key_bits, self.prf, self.integ)
 
     def __str__(self) -> str:
-        parts = [f"{Encr(self.encr).name.lower()}{self.key_bits}", Prf(self.prf).name.lower()]
+        """IANA names as strongSwan prints them: AES_CBC_256/HMAC_SHA2_256_128/PRF_HMAC_SHA2_256/ECP_256."""
+        parts = [f"{Encr(self.encr).name}_{self.key_bits}", f"PRF_{Prf(self.prf).name}"]
         if self.integ != Integ.NONE:
-            parts.insert(1, Integ(self.integ).name.lower())
-        return "-".join([*parts, DhGroup(self.dh).name.lower()])
+            parts.insert(1, Integ(self.integ).name)
+        return "/".join([*parts, DhGroup(self.dh).name])
 
 
 def _p(encr, bits, prf, integ, dh) -> IkeProposal:
@@ -76,12 +77,13 @@ class ChildProposal:
         return Suite(self.encr, self.key_bits, Prf.HMAC_SHA2_256, self.integ).integ_key_len
 
     def __str__(self) -> str:
-        parts = [f"{Encr(self.encr).name.lower()}{self.key_bits}"]
+        """As IkeProposal: AES_GCM_16_256, AES_CBC_128/HMAC_SHA2_256_128/MODP_2048 (PFS)."""
+        parts = [f"{Encr(self.encr).name}_{self.key_bits}"]
         if self.integ != Integ.NONE:
-            parts.append(Integ(self.integ).name.lower())
+            parts.append(Integ(self.integ).name)
         if self.dh:
-            parts.append(DhGroup(self.dh).name.lower())
-        return "-".join(parts)
+            parts.append(DhGroup(self.dh).name)
+        return "/".join(parts)
 
 
 def _c(encr, bits, integ=Integ.NONE) -> ChildProposal:
