@@ -7,7 +7,8 @@ The backplane outlives both MIOs, so it decides who is active and grants the epo
   obey only the highest), and the standby is told to take over (`mgmt.takeover`).
 - An old active that comes back (resumed after SIGSTOP) is told to step down: its next
   message carries a lower epoch, and it is restarted as the standby. Two actives are never
-  both obeyed: everything below the backplane's epoch is ignored.
+  both obeyed: everything below the backplane's epoch is ignored, and so is everything but
+  heartbeats and hellos from the management card that is not the active one.
 - Without a standby, a crashed active is restarted in place, as before.
 """
 
@@ -55,7 +56,13 @@ class ManagementPair:
             log.warning("slot %d: the old active is back (epoch %d < %d): stepping it down",
                         slot, inc.env.epoch, self.epoch)  # fmt: skip
             return False
-        return inc.env.epoch >= self.epoch or slot != self.active_mgmt
+        if slot != self.active_mgmt:  # the standby only heartbeats and says hello
+            if type(inc.env.msg).__name__ in ("Heartbeat", "Hello"):
+                return True
+            log.warning("slot %d is not the active management card: its %s ignored",
+                        slot, inc.env.type)  # fmt: skip
+            return False
+        return inc.env.epoch >= self.epoch
 
     def mgmt_switch(self, src: int | None, dst: int | None) -> str:
         """`card switch from SRC to DST`: a planned takeover; the reason it cannot, raised."""

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from chassis.ipc.messages import Request
 from chassis.mgmt_pair import ManagementPair
 
 
@@ -47,8 +48,14 @@ class Stub(ManagementPair):
         coro.close()
 
 
-def msg(peer: bytes, epoch: int):
-    return SimpleNamespace(peer=peer, env=SimpleNamespace(epoch=epoch))
+class Heartbeat:  # only the type's name matters to mgmt_message
+    pass
+
+
+def msg(peer: bytes, epoch: int, body=None):
+    body = body if body is not None else Heartbeat()
+    return SimpleNamespace(peer=peer, env=SimpleNamespace(epoch=epoch, msg=body,
+                                                          type=type(body).__name__))  # fmt: skip
 
 
 def test_a_crash_promotes_the_live_standby_at_a_higher_epoch():
@@ -85,7 +92,14 @@ def test_an_old_active_that_comes_back_is_stepped_down_once():
     assert step_down.method == "mgmt.step-down" and to == b"mgmt-5"
     assert bp.slots[5].restart_on_exit and bp.slots[5].expect_exit
     assert bp.mgmt_message(msg(b"mgmt-6", 2))  # the new active is obeyed
+    assert not bp.mgmt_message(msg(b"mgmt-6", 1, Request("status", {})))  # not at epoch 1
     assert bp.mgmt_message(msg(b"card-1", 0))  # not a management card: not this module's
+    # The old active, before its step-down takes effect, still heartbeats (it is the
+    # standby now), but a command of its is ignored, whatever epoch it claims.
+    assert bp.mgmt_message(msg(b"mgmt-5", 1))
+    for body in (Request("mgmt.switch", {"from": 5, "to": 6}), Request("npu.owners", {})):
+        assert not bp.mgmt_message(msg(b"mgmt-5", 2, body))
+    assert len(bp.bus.sent) == 1  # stepped down once
 
 
 def test_a_planned_switch_names_what_is_wrong():
