@@ -604,8 +604,9 @@ class Supervisor:
             if row["slot"] in self.packet_slots:
                 row["cred_seq"] = self.fanout.acked["cred"][row["slot"]]
                 row["templates"] = self.template_status.get(row["slot"], {})
-                # a failed, offline or booting card serves nothing, whatever it last said
-                serving = row["state"] in ("active", "standby", "migrating")
+                # a failed, offline or booting card serves nothing, whatever it last said;
+                # an unreachable one (an IPC partition) still does: its last word stands
+                serving = row["state"] in ("active", "standby", "migrating", "unreachable")
                 row["counters"] = self.card_counters.get(row["slot"], {}) if serving else {}
             if self.platform == "asr9000" and row["type"] == "vsm":
                 fetched = self.certs.vsm_fetch.get(row["slot"])
