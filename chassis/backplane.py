@@ -482,7 +482,7 @@ class Backplane(ManagementPair):
         if slot.role == "active":
             self.active_mgmt = msg.slot
         else:
-            self.notify(ProcEvent(msg.slot, "hello", msg.pid))
+            self.notify(ProcEvent(msg.slot, "hello", msg.pid, role=slot.role))
         self.bus.reply(
             inc, True, {"epoch": self.epoch, "role": slot.role, "slots": self.status()["slots"]}
         )

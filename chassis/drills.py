@@ -892,7 +892,11 @@ def _evaluate_one(name: str, arg, obs: Observation) -> tuple[bool, str]:
         if "matches" in arg:
             ok &= re.search(arg["matches"], out, re.MULTILINE) is not None
             parts.append(f"matches /{arg['matches']}/")
-        return bool(ok), f"`{arg['command']}` " + " and ".join(parts)
+        text = f"`{arg['command']}` " + " and ".join(parts)
+        if not ok:  # what it printed instead, so a failed step shows why
+            shown = out.strip()
+            text += f" (it printed: {shown[:600]!r}{'...' if len(shown) > 600 else ''})"
+        return bool(ok), text
     if name == "revoked_accepted":
         ok, want = _compare(obs.revoked_accepted, arg, obs)
         return ok, f"revoked eNodeBs accepted {obs.revoked_accepted} (want {want})"

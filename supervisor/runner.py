@@ -36,6 +36,7 @@ from chassis.ipc.messages import (
     ProcEvent,
     Ready,
     Register,
+    Reply,
     Request,
     Update,
 )
@@ -199,6 +200,9 @@ class Supervisor:
         self.recovery = SessionRecovery(self)
         self.replicator: Replicator | None = None  # active: keeps the standby MIO in sync
         self.follower: Follower | None = None  # standby: follows the active MIO
+        self.bp_seen = 0  # messages read from the backplane
+        self.bp_reply_at = 0  # bp_seen at its latest answer to us
+        self.mgmt_events: dict[int, tuple[int, ProcEvent]] = {}  # slot -> (bp_seen, event)
         self.crl_refresh: asyncio.Task | None = None
         self.template_status: dict[int, dict] = {}  # slot -> crypto template -> ready / why not
         self.card_counters: dict[int, dict] = {}
@@ -270,13 +274,7 @@ class Supervisor:
         replicated running configuration at a takeover), restore the store, resume CMP
         requests, bind the cards' and the CLI's sockets and publish."""
         ep = self.manifest["endpoints"]
-        now = self.mono.now()
-        for entry in slots:
-            if entry["pid"] and entry["slot"] in self.packet_slots:
-                self.cards.on_started(entry["slot"], entry["pid"], now)
-            elif entry["slot"] in self.cards.cards and entry["type"] in MANAGEMENT:
-                card = self.cards.cards[entry["slot"]]  # roles as the backplane has them now
-                card.pid, card.state, card.role = entry["pid"], entry["state"], entry["role"]
+        self._adopt_slots(slots, self.mono.now())
         self.cards.cards[self.slot].state, self.cards.cards[self.slot].pid = "active", os.getpid()
         if state:  # roles and SPI owners as the old active left them (session recovery)
             for slot, role in (state.get("roles") or {}).items():
@@ -304,6 +302,21 @@ class Supervisor:
         self._listen(self.ctl, self.on_card)
         self._listen(self.cli, self.on_cli)
         self.background.add(asyncio.create_task(self._tick()))
+
+    def _adopt_slots(self, slots: list[dict], now: float) -> None:
+        """The slots as the backplane answered (hello, status): packet cards started, the
+        management cards' roles and states."""
+        for entry in slots:
+            if entry["pid"] and entry["slot"] in self.packet_slots:
+                self.cards.on_started(entry["slot"], entry["pid"], now)
+            elif entry["slot"] in self.cards.cards and entry["type"] in MANAGEMENT:
+                card = self.cards.cards[entry["slot"]]  # roles as the backplane has them now
+                card.pid, card.state, card.role = entry["pid"], entry["state"], entry["role"]
+        # The backplane's events read in the same batch as its answer but after it were
+        # handled before the awaiting coroutine resumed: newer than ``slots``, so again.
+        for seen, event in list(self.mgmt_events.values()):
+            if seen > self.bp_reply_at:
+                self._mgmt_event(event)
 
     async def take_over(self, inc: Incoming, args: dict) -> None:
         """The backplane made this standby MIO the active one (the old one failed or is
@@ -341,6 +354,10 @@ class Supervisor:
             log.warning("bad message from %r: %s", inc.peer, inc.error.reason)
             channel.send(Error(inc.error.ref or 0, inc.error.reason), to=inc.peer)
             return
+        if channel is self.bp:  # the backplane's messages, in order (see _activate)
+            self.bp_seen += 1
+            if isinstance(inc.env.msg, Reply):
+                self.bp_reply_at = self.bp_seen
         if self.pending.resolve(inc):
             return
         try:
@@ -584,10 +601,8 @@ class Supervisor:
             return
         card = self.cards.cards[msg.slot]
         if card.type in MANAGEMENT:
-            card.pid = msg.pid if msg.event != "exited" else None
-            card.state = {"started": "booting", "hello": card.role, "exited": "failed"}.get(
-                msg.event, card.state
-            )
+            self.mgmt_events[msg.slot] = (self.bp_seen, msg)
+            self._mgmt_event(msg)
         elif msg.event == "started":
             self.cards.on_started(msg.slot, msg.pid, now)
         elif msg.event == "exited":
@@ -595,6 +610,15 @@ class Supervisor:
             log.warning("slot %d: process %d exited (%s)", msg.slot, msg.pid, msg.code)
             if self.cards.cards[msg.slot].state == "failed":
                 self.recovery.on_failed(msg.slot)
+
+    def _mgmt_event(self, msg: ProcEvent) -> None:
+        """The other management card started, said hello (with its role) or exited."""
+        card = self.cards.cards[msg.slot]
+        card.pid = msg.pid if msg.event != "exited" else None
+        card.role = msg.role or card.role
+        card.state = {"started": "booting", "hello": card.role, "exited": "failed"}.get(
+            msg.event, card.state
+        )
 
     # --- what the CLI asks -----------------------------------------------------
 

@@ -122,7 +122,7 @@ def reattached_ms(report: dict, t_ref: float) -> float | None:
 
 
 def drill(name: str, tmp_path) -> tuple[dict, Path, str]:
-    """Run the drill; (report, logs directory, what it printed)."""
+    """Run the drill; (report, logs directory, what it printed) once every step held."""
     proc, report = run_drill(name, tmp_path)
     shown = f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     assert report is not None, shown
@@ -134,6 +134,7 @@ def drill(name: str, tmp_path) -> tuple[dict, Path, str]:
     logs = tmp_path / "run" / "logs"
     stalls = spurious_takeovers(logs)
     assert not stalls, f"takeovers no fault caused: {stalls}"
+    held(report, shown)
     return report, logs, shown
 
 
@@ -164,7 +165,6 @@ def test_mio_switchover(tmp_path):
     assert mine["takeover_ms"] is not None
     assert mine["takeover_ms"] <= TAKEOVER_TARGET_MS * LOADED_HOST
     assert report["figures"]["tunnels_lost"] == 0  # the eNodeBs lost none
-    held(report, shown)
 
 
 def test_mio_kill_during_cmp_poll(tmp_path):
@@ -198,7 +198,6 @@ def test_mio_kill_during_cmp_poll(tmp_path):
     assert len(segw) == boot_irs + 1  # the kur's certificate, issued once (no second kur)
     assert serial and int(serial.group(1), 16) == segw[-1]["serial"]  # and it is installed
     assert report["figures"]["tunnels_lost"] == 0  # the eNodeBs lost none
-    held(report, shown)
 
 
 def test_mio_hang_and_return(tmp_path):
@@ -237,4 +236,3 @@ def test_mio_hang_and_return(tmp_path):
     assert epochs == {2} and not back_to_5  # every DPC stayed with MIO 6 (epoch 2) only
     assert any("the old active is back (epoch 1 < 2)" in t for _, t in bp)
     assert report["figures"]["tunnels_lost"] == 0  # the eNodeBs lost none
-    held(report, shown)

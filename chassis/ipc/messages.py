@@ -132,9 +132,10 @@ class Power:
 @message("proc-event")
 class ProcEvent:
     slot: int
-    event: str  # "started" | "exited"
+    event: str  # "started" | "exited" | "hello" (a management card's)
     pid: int
     code: int | None = None
+    role: str = ""  # "hello": the role the backplane gave it
 
 
 # --- the NPU (backplane) <-> packet cards ------------------------------------------
