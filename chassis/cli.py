@@ -53,7 +53,7 @@ def render_status(status: dict) -> str:
     for name, peer in status.get("lab", {}).items():
         state = "running" if peer["pid"] else "stopped"
         lines.append(
-            f" lab  {name:<4}  {'':<8}  {state:<8}  {peer['pid'] or '-':>7}  {peer['url']}"
+            f" lab  {name:<14}  {state:<8}  {peer['pid'] or '-':>7}  {peer['url']}"  # Type+Role
         )
         if name == "fleet" and peer.get("status"):
             from chassis.lab.fleet_settings import render_status as render_fleet

@@ -41,8 +41,8 @@ INDEX_TIMEOUT_S = 10.0  # a push with a CRL index: a million serials is 20 MB
 
 
 def snapshot(sup: Supervisor) -> dict:
-    """What the standby needs to take over (everything not on the shared /flash), but the
-    CRLs (crl_marks)."""
+    """What the standby needs to take over (everything not on the shared /flash) but the
+    CRLs, which go apart (crl_marks): their indexes are large."""
     return {
         "config": sup.engine.config_text(),
         "version": sup.engine.version,
