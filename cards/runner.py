@@ -401,6 +401,8 @@ class Card:
             elif isinstance(out, FetchCrl):
                 self._spawn(self._fetch_crl(out))
             elif isinstance(out, RevocationChecked):
+                if not out.ok:  # the IKE_AUTH refused for it counts as ike_authfailed too
+                    self.counters["ike_refused_revoked"] += 1
                 level = logging.INFO if out.ok else logging.WARNING
                 verdict = "not revoked" if out.ok else "REFUSED"
                 log.log(level, "revocation of %s: %s: %s", out.subject, verdict, out.reason)

@@ -139,6 +139,15 @@ def test_the_default_lab_brings_49_enodebs_up_with_two_children_and_refuses_the_
     assert not ike.error and ike.data["established"] == 49 and not ike.data["silent"], ike.output
     assert ike.data["per_card"]["4"] == 0  # the standby DPC holds checkpoints, not SAs
     assert "IKEv2 SAs established: 49" in ike.output
+    # enb0050's tries, each refused for its revoked certificate: the cards' own counts, as
+    # their last status report (every second or so) has them
+    refused = wait_until(
+        lambda: (r := ch.exec("show crypto ikev2-ikesa security-associations summary")[0])
+        and r.data["refused"] >= 1 and r.data["refused"] == r.data["refused_revoked"] and r,
+        5, 0.2, what="the cards' count of refused IKE_AUTHs",
+    )  # fmt: skip
+    n = refused.data["refused"]
+    assert f"IKE_AUTH refused: {n} (revoked certificate: {n})" in refused.output
     ipsec = ch.exec("show crypto ipsec security-associations summary")[0]
     assert not ipsec.error and ipsec.data["total"] == 98, ipsec.output
     assert sum(ipsec.data["per_card"].values()) == 98 and ipsec.data["per_card"]["4"] == 0

@@ -276,10 +276,16 @@ def _show_ikesa(args: dict, ctx: Any) -> Deferred:
                 for slot, n in sorted(counts.items(), key=lambda kv: int(kv[0]))
             ]
             lines += [f"  card {slot}: did not answer" for slot in silent]
+            # what the cards refused, as each card counted since its process started
+            card_counters = [r.get("counters") or {} for r in system.card_table()]
+            refused = sum(c.get("ike_authfailed", 0) for c in card_counters)
+            revoked = sum(c.get("ike_refused_revoked", 0) for c in card_counters)
+            lines.append(f"IKE_AUTH refused: {refused} (revoked certificate: {revoked})")
             return Result(
                 "\n".join(lines),
-                {"established": up, "total": len(rows), "per_card": counts, "silent": silent},
-            )
+                {"established": up, "total": len(rows), "per_card": counts, "silent": silent,
+                 "refused": refused, "refused_revoked": revoked},
+            )  # fmt: skip
         lines = [
             f"{'Card':>4} {'Local':<21} {'Remote':<21} {'State':<12} {'Role':<9} {'Child':>5}  Peer ID / suite"
         ]
