@@ -1,7 +1,7 @@
 """`chassis capture` (issue #7 item 4): the NPU's datagrams in pcapng, decrypted by tshark.
 
-On the shipped default topology (IKEv2 on 127.0.0.1:5500, so every IKE packet carries the
-RFC 3948 non-ESP marker) an eNodeB (this engine's initiator, over real UDP) brings an IKE SA and
+On the shipped default topology (its wsg-service moved from 5500 to a free port, not 500, so
+every IKE packet carries the RFC 3948 non-ESP marker) an eNodeB (this engine's initiator, over real UDP) brings an IKE SA and
 its first CHILD_SA up while the backplane captures with keys, then sends one ESP packet through
 the child, which the gateway's data plane echoes back (`ipsec sink echo` in the default
 topology). tshark, given nothing but the lines of the key file, must read the capture without a
@@ -14,6 +14,7 @@ eNodeB's own SA, and no key appears in any log of the run directory or in the CL
 from __future__ import annotations
 
 import os
+import re
 import select
 import signal
 import socket
@@ -28,7 +29,8 @@ import pytest
 import yaml
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from helpers import wait_until
-from test_e2e_default_topology import DEFAULT, GW, enodeb, now
+from test_e2e_default_topology import DEFAULT, enodeb, now
+from test_e2e_strongswan import free_udp_port
 from test_ike_tshark import decryption_row
 
 from cards.ike.const import Encr, ExchangeType, PayloadType
@@ -57,8 +59,15 @@ def serving(ch) -> None:
     )  # fmt: skip
 
 
+def gateway(ch) -> tuple[str, int]:
+    """The wsg-service's address (without_fleet gave it a free port)."""
+    m = re.search(r"bind address (\S+) port (\d+)", ch.manifest["topology"]["startup_config"])
+    return m.group(1), int(m.group(2))
+
+
 def tunnel(ch) -> tuple[Endpoint, socket.socket, tuple]:
     """An eNodeB's IKE SA and first CHILD_SA with the gateway, over real UDP (bounded)."""
+    GW = gateway(ch)
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     local = sock.getsockname()
@@ -83,7 +92,7 @@ def tunnel(ch) -> tuple[Endpoint, socket.socket, tuple]:
     return ep, sock, local
 
 
-def send_esp(sock: socket.socket, ep: Endpoint) -> tuple[bytes, bytes]:
+def send_esp(sock: socket.socket, ep: Endpoint, gw: tuple) -> tuple[bytes, bytes]:
     """One ESP-in-UDP packet (AES-GCM-16, RFC 4106) through the eNodeB's child: inner UDP from
     its inner address. Built here, not with cards/esp.py: the test checks the key export."""
     (sa,) = ep.sas.values()
@@ -95,14 +104,14 @@ def send_esp(sock: socket.socket, ep: Endpoint) -> tuple[bytes, bytes]:
     plain = inner + bytes(range(1, pad + 1)) + bytes([pad, 4])  # Next Header: IPv4
     head, iv = child.their_spi + struct.pack("!I", 1), os.urandom(8)
     packet = head + iv + AESGCM(key[:-4]).encrypt(key[-4:] + iv, plain, head)
-    sock.sendto(packet, GW)  # ESP on a marked port: no non-ESP marker (RFC 3948)
+    sock.sendto(packet, gw)  # ESP on a marked port: no non-ESP marker (RFC 3948)
     return child.their_spi, child.our_spi  # the SPIs of ESP to the gateway and back
 
 
 def sent_esp(ch, sock: socket.socket, ep: Endpoint) -> tuple[bytes, bytes]:
     """send_esp, once the capture holds it and the gateway's echo (bounded)."""
     before = ch.status()["capture"]["packets"]
-    spis = send_esp(sock, ep)
+    spis = send_esp(sock, ep, gateway(ch))
     wait_until(lambda: ch.status()["capture"]["packets"] >= before + 2, 5,
                what="the ESP packet and its echo in the capture")  # fmt: skip
     return spis
@@ -113,7 +122,7 @@ def key_args(key_file: Path) -> list[str]:
     return [a for ln in lines for a in ("-o", ln)]
 
 
-def tshark(pcap: Path, key_file: Path) -> list[dict[str, list[str]]]:
+def tshark(pcap: Path, key_file: Path, GW: tuple) -> list[dict[str, list[str]]]:
     cmd = [TSHARK, "-n", "-r", str(pcap), "-d", f"udp.port=={GW[1]},udpencap",
            "-o", "ip.check_checksum:TRUE", "-o", "udp.check_checksum:TRUE", *key_args(key_file),
            "-T", "fields", "-E", "occurrence=a", "-E", "aggregator=;", "-E", "separator=/t",
@@ -126,8 +135,8 @@ def tshark(pcap: Path, key_file: Path) -> list[dict[str, list[str]]]:
     return [{f: v.split(";") if v else [] for f, v in zip(FIELDS, r, strict=True)} for r in rows]
 
 
-def check_capture(pcap: Path, key_file: Path, enb: tuple, spis: tuple) -> list[dict]:
-    frames = tshark(pcap, key_file)
+def check_capture(pcap: Path, key_file: Path, enb: tuple, spis: tuple, GW: tuple) -> list[dict]:
+    frames = tshark(pcap, key_file, GW)
     assert frames
     for n, f in enumerate(frames, 1):
         assert not f["_ws.malformed"], (n, f)
@@ -193,6 +202,12 @@ def without_fleet(tmp_path: Path) -> Path:
     """The default topology without its eNodeB fleet: these tests count their own SAs."""
     topo = yaml.safe_load(DEFAULT.read_text())
     topo["lab"].pop("fleet", None)
+    # its own port: a stray peer of an earlier test's 127.0.0.1:5500 must not land in the capture
+    old = "bind address 127.0.0.1 port 5500 "
+    assert old in topo["startup-config"]
+    topo["startup-config"] = topo["startup-config"].replace(
+        old, f"bind address 127.0.0.1 port {free_udp_port()} "
+    )
     path = tmp_path / "default-without-fleet.yaml"
     path.write_text(yaml.safe_dump(topo, sort_keys=False))
     return path
@@ -231,7 +246,7 @@ def test_capture_with_keys_is_decrypted_by_tshark(chassis_factory, tmp_path):
     assert sorted(ln.split(",")[3] for ln in esp_lines) == sorted(
         f'"0x{s.hex()}"' for s in (child.our_spi, child.their_spi)
     )
-    check_capture(pcap, key_file, enb, spis)
+    check_capture(pcap, key_file, enb, spis, gateway(ch))
     assert_no_key_in_logs(ch.run.root, key_material(ep))
 
 
@@ -265,7 +280,7 @@ def test_capture_command_until_ctrl_c(chassis_factory, tmp_path):
     assert f"{key_file}: keys of 1 IKE SAs, 2 ESP SAs" in out
     assert ch.status()["capture"] is None
     assert mode(pcap) == 0o600 and mode(key_file) == 0o600
-    check_capture(pcap, key_file, enb, spis)
+    check_capture(pcap, key_file, enb, spis, gateway(ch))
     assert_no_key_in_logs(ch.run.root, key_material(ep), out, err)
 
     # --seconds stops by itself; a bad path is refused before anything runs

@@ -71,37 +71,56 @@ def enodeb(cert, key, ca) -> IkeConfig:
     )  # fmt: skip
 
 
-def test_refreshing_a_big_crl_stalls_neither_heartbeats_nor_tunnels(chassis_factory, tmp_path):
-    keys = {n: ec.generate_private_key(ec.SECP256R1()) for n in ("ca", "gw", "good", "bad")}
-    ca = certificate("Refresh CA", keys["ca"], keys["ca"], 1, ca=True)
-    gw = certificate("segw.example.net", keys["gw"], keys["ca"], 2)
-    good = certificate("good.enb.example.net", keys["good"], keys["ca"], 0x5001)
-    bad = certificate("bad.enb.example.net", keys["bad"], keys["ca"], 0x5002)
+class Lab:
+    """A CA, the gateway's certificate and two eNodeBs' (good, and bad: the one a CRL lists)."""
 
+    def __init__(self) -> None:
+        self.keys = {
+            n: ec.generate_private_key(ec.SECP256R1()) for n in ("ca", "gw", "good", "bad")
+        }
+        self.ca = certificate("Refresh CA", self.keys["ca"], self.keys["ca"], 1, ca=True)
+        self.gw = certificate("segw.example.net", self.keys["gw"], self.keys["ca"], 2)
+        self.good = certificate("good.enb.example.net", self.keys["good"], self.keys["ca"], 0x5001)
+        self.bad = certificate("bad.enb.example.net", self.keys["bad"], self.keys["ca"], 0x5002)
+
+    def enodeb(self, name: str) -> IkeConfig:
+        return enodeb(getattr(self, name), self.keys[name], self.ca)
+
+    def configure(self, ch, crl: str) -> int:
+        """Put the CA and the gateway's credentials on /flash and configure a template that
+        checks CRL `crl` (/flash/CRL.crl, written by the caller) on a free port; the port."""
+        for name, data in {"ca.crt": pem(self.ca), "gw.crt": pem(self.gw),
+                           "gw.key": pem(self.keys["gw"])}.items():  # fmt: skip
+            (ch.run.flash / name).write_bytes(data)
+        port = free_udp_port()
+        res = ch.exec(
+            "configure",
+            "ca-certificate name refresh-ca pem url /flash/ca.crt",
+            "certificate name segw pem url /flash/gw.crt private-key pem url /flash/gw.key",
+            f"ca-crl name {crl} der url /flash/{crl}.crl",
+            "context segw",
+            "crypto template tmpl ikev2-dynamic",
+            "authentication local certificate",
+            "authentication remote certificate",
+            "certificate name segw",
+            "ca-certificate list ca-cert-name refresh-ca",
+            f"ca-crl list ca-crl-name {crl}",
+            "exit",
+            "wsg-service svc",
+            f"bind address 127.0.0.1 port {port} crypto-template tmpl",
+            "end",
+        )
+        assert not any(r.error for r in res), [r.output for r in res if r.error]
+        return port
+
+
+def test_refreshing_a_big_crl_stalls_neither_heartbeats_nor_tunnels(chassis_factory, tmp_path):
+    lab = Lab()
+    ca, keys, bad = lab.ca, lab.keys, lab.bad
     ch = chassis_factory(write_topology(tmp_path, TOPO))
     flash = ch.run.flash
-    for name, data in {"ca.crt": pem(ca), "gw.crt": pem(gw), "gw.key": pem(keys["gw"])}.items():
-        (flash / name).write_bytes(data)
     write_crl(flash / "big.crl", ca, keys["ca"], ENTRIES, seed=1, number=1)
-    port = free_udp_port()
-    res = ch.exec(
-        "configure",
-        "ca-certificate name refresh-ca pem url /flash/ca.crt",
-        "certificate name segw pem url /flash/gw.crt private-key pem url /flash/gw.key",
-        "ca-crl name big der url /flash/big.crl",
-        "context segw",
-        "crypto template tmpl ikev2-dynamic",
-        "authentication local certificate",
-        "authentication remote certificate",
-        "certificate name segw",
-        "ca-certificate list ca-cert-name refresh-ca",
-        "ca-crl list ca-crl-name big",
-        "exit",
-        "wsg-service svc",
-        f"bind address 127.0.0.1 port {port} crypto-template tmpl",
-        "end",
-    )
-    assert not any(r.error for r in res), [r.output for r in res if r.error]
+    port = lab.configure(ch, "big")
 
     def held() -> set[str]:
         (row,) = ch.exec("show ca-crl name big")[0].data["items"]
@@ -116,13 +135,13 @@ def test_refreshing_a_big_crl_stalls_neither_heartbeats_nor_tunnels(chassis_fact
         res = ch.exec("configure", "ca-crl name big der url /flash/big.crl", "end")
         assert not any(r.error for r in res), [r.output for r in res if r.error]
         # tunnels come up while the MIO parses, indexes and sends the new CRL
-        (event,) = ike_attempt(enodeb(good, keys["good"], ca), ("127.0.0.1", port))
+        (event,) = ike_attempt(lab.enodeb("good"), ("127.0.0.1", port))
         assert type(event).__name__ == "Established", event
         wait_until(lambda v=version: held() == {f"v{v}"}, 30, what=f"CRL v{version} on both")
 
     (row,) = ch.exec("show ca-crl name big")[0].data["items"]
     assert row["count"] == ENTRIES + 1 and row["number"] == 5 and row["last_result"] == "ok"
-    (refused,) = ike_attempt(enodeb(bad, keys["bad"], ca), ("127.0.0.1", port))
+    (refused,) = ike_attempt(lab.enodeb("bad"), ("127.0.0.1", port))
     assert type(refused).__name__ == "AuthFailed"
     cards = [c for c in ch.exec("show card table")[0].data["cards"] if c["type"] == "dpc"]
     assert [c["state"] for c in cards] == ["active", "active"], cards

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import pytest
 from crl_material import write_crl
-from cryptography.hazmat.primitives.asymmetric import ec
 from helpers import ike_attempt, wait_until, write_topology
-from test_e2e_crl_refresh import certificate, enodeb, pem
+from test_e2e_crl_refresh import Lab
 from test_e2e_mio_redundancy import served, slots
-from test_e2e_strongswan import free_udp_port
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 
@@ -30,37 +28,12 @@ NUMBER = 2**100 + 1
 
 
 def test_the_new_active_mio_serves_the_crls_the_old_one_fetched(chassis_factory, tmp_path):
-    keys = {n: ec.generate_private_key(ec.SECP256R1()) for n in ("ca", "gw", "good", "bad")}
-    ca = certificate("Refresh CA", keys["ca"], keys["ca"], 1, ca=True)
-    gw = certificate("segw.example.net", keys["gw"], keys["ca"], 2)
-    good = certificate("good.enb.example.net", keys["good"], keys["ca"], 0x5001)
-    bad = certificate("bad.enb.example.net", keys["bad"], keys["ca"], 0x5002)
-
+    lab = Lab()
     ch = chassis_factory(write_topology(tmp_path, TOPO))
     flash = ch.run.flash
-    for name, data in {"ca.crt": pem(ca), "gw.crt": pem(gw), "gw.key": pem(keys["gw"])}.items():
-        (flash / name).write_bytes(data)
-    write_crl(flash / "lab.crl", ca, keys["ca"], 50, seed=1, number=NUMBER,
-              extra=(bad.serial_number,))  # fmt: skip
-    port = free_udp_port()
-    res = ch.exec(
-        "configure",
-        "ca-certificate name refresh-ca pem url /flash/ca.crt",
-        "certificate name segw pem url /flash/gw.crt private-key pem url /flash/gw.key",
-        "ca-crl name lab der url /flash/lab.crl",
-        "context segw",
-        "crypto template tmpl ikev2-dynamic",
-        "authentication local certificate",
-        "authentication remote certificate",
-        "certificate name segw",
-        "ca-certificate list ca-cert-name refresh-ca",
-        "ca-crl list ca-crl-name lab",
-        "exit",
-        "wsg-service svc",
-        f"bind address 127.0.0.1 port {port} crypto-template tmpl",
-        "end",
-    )
-    assert not any(r.error for r in res), [r.output for r in res if r.error]
+    write_crl(flash / "lab.crl", lab.ca, lab.keys["ca"], 50, seed=1, number=NUMBER,
+              extra=(lab.bad.serial_number,))  # fmt: skip
+    port = lab.configure(ch, "lab")
 
     def row() -> dict | None:
         r = ch.exec("show ca-crl name lab")[0]
@@ -72,7 +45,7 @@ def test_the_new_active_mio_serves_the_crls_the_old_one_fetched(chassis_factory,
     standby_log = ch.run.logs / "mio-6.log"
     wait_until(lambda: "CRL lab version 1 from the active MIO" in standby_log.read_text(), 10,
                what="the CRL at the standby MIO")  # fmt: skip
-    (refused,) = ike_attempt(enodeb(bad, keys["bad"], ca), ("127.0.0.1", port))
+    (refused,) = ike_attempt(lab.enodeb("bad"), ("127.0.0.1", port))
     assert type(refused).__name__ == "AuthFailed"
 
     (flash / "lab.crl").unlink()  # a fetch now would fail: the takeover must not need one
@@ -89,7 +62,7 @@ def test_the_new_active_mio_serves_the_crls_the_old_one_fetched(chassis_factory,
     log6 = standby_log.read_text()
     assert "1 CRLs taken over from the old active MIO" in log6 and "fetching" not in log6
 
-    (refused,) = ike_attempt(enodeb(bad, keys["bad"], ca), ("127.0.0.1", port))
+    (refused,) = ike_attempt(lab.enodeb("bad"), ("127.0.0.1", port))
     assert type(refused).__name__ == "AuthFailed"
-    (event,) = ike_attempt(enodeb(good, keys["good"], ca), ("127.0.0.1", port))
+    (event,) = ike_attempt(lab.enodeb("good"), ("127.0.0.1", port))
     assert type(event).__name__ == "Established", event

@@ -55,11 +55,12 @@ def rx(ch) -> dict[int, int]:
     return {r["slot"]: r.get("counters", {}).get("npu_rx", 0) for r in rows if r["type"] == "dpc"}
 
 
-def serve_template(ch) -> int:
-    """A certificate template bound to a free loopback port; returns the port."""
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+def serve_template(ch, port: int | None = None) -> int:
+    """A certificate template bound to loopback `port` (a free one by default); the port."""
+    if port is None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
     for name, data in lab().items():
         (ch.run.flash / name).write_bytes(data)
     res = ch.exec(
@@ -131,19 +132,7 @@ def test_a_gateway_address_taken_by_another_process_is_named(chassis_factory, tm
     ch = chassis_factory(tmp_path / "t.yaml")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as squatter:
         squatter.bind(("127.0.0.1", 0))
-        port = squatter.getsockname()[1]
-        for name, data in lab().items():
-            (ch.run.flash / name).write_bytes(data)
-        res = ch.exec(
-            "configure",
-            "ca-certificate name root pem url /flash/ca.crt",
-            "certificate name segw pem url /flash/gw1.crt private-key pem url /flash/gw1.key",
-            "context segw", "crypto template t ikev2-dynamic",
-            "authentication local certificate", "authentication remote certificate",
-            "certificate name segw", "ca-certificate list ca-cert-name root", "exit",
-            "wsg-service s", f"bind address 127.0.0.1 port {port} crypto-template t", "end",
-        )  # fmt: skip
-        assert not any(r.error for r in res), [r.output for r in res if r.error]
+        port = serve_template(ch, squatter.getsockname()[1])
         want = f"cannot listen on 127.0.0.1:{port}: [Errno 98] Address already in use"
         wait_until(lambda: ch.status()["npu_errors"] == [want], 10, what="the NPU's bind error")
         with pytest.raises(ChassisError, match=re.escape(f"NPU: {want}")):
