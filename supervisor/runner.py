@@ -354,7 +354,7 @@ class Supervisor:
             log.warning("bad message from %r: %s", inc.peer, inc.error.reason)
             channel.send(Error(inc.error.ref or 0, inc.error.reason), to=inc.peer)
             return
-        if channel is self.bp:  # the backplane's messages, in order (see _activate)
+        if channel is self.bp:  # the backplane's messages, in order (see _adopt_slots)
             self.bp_seen += 1
             if isinstance(inc.env.msg, Reply):
                 self.bp_reply_at = self.bp_seen
