@@ -67,6 +67,7 @@ from typing import Any
 
 import yaml
 
+from chassis.logread import read_new
 from chassis.topology import Problem
 
 KINDS = ("wait_for", "inject", "run", "expect", "sleep")
@@ -1098,22 +1099,13 @@ class AcceptedScanner:
     def scan(self, revocations: list[dict]) -> list[dict]:
         wanted = {r["fqdn"]: r["wall"] for r in revocations}
         for path in _card_logs(self.logs_dir):
-            at = self.offsets.get(path, 0)
             try:
-                size = os.path.getsize(path)
-                if size < at:  # a new file under the old name: read it all
-                    at = 0
-                if not wanted:
-                    self.offsets[path] = size
+                if not wanted:  # nothing revoked yet: what is logged now can never count
+                    self.offsets[path] = os.path.getsize(path)
                     continue
-                with open(path, "rb") as f:
-                    f.seek(at)
-                    data = f.read(size - at)
+                text, _ = read_new(path, self.offsets)
             except OSError:
                 continue
-            whole = data.rfind(b"\n") + 1  # a line being written is read next time
-            self.offsets[path] = at + whole
-            text = data[:whole].decode(errors="replace")
             self.found += _accepted_in(text, Path(path).name, wanted)
         return list(self.found)
 

@@ -21,6 +21,8 @@ import time
 from collections import Counter, deque
 from pathlib import Path
 
+from chassis.logread import read_new
+
 POLL_S = 1.0  # default time between two snapshots
 MIN_POLL_S = 0.25  # at most four polls a second
 PLAIN_SUMMARY_S = 5.0  # non-TTY: a summary block this often (events as they come)
@@ -63,21 +65,11 @@ class LogTail:
         out = []
         for path in sorted(self.dir.glob("*.log")):
             try:
-                size = path.stat().st_size
-                at = self.offsets.get(path, 0)
-                if size < at:  # a new file under the old name
-                    at = 0
-                if size - at > LOG_READ_MAX:
-                    self.skipped += size - at - LOG_READ_MAX
-                    at = size - LOG_READ_MAX
-                with open(path, "rb") as f:
-                    f.seek(at)
-                    data = f.read(size - at)
+                text, skipped = read_new(path, self.offsets, LOG_READ_MAX)
             except OSError:
                 continue
-            whole = data.rfind(b"\n") + 1  # a line being written is read next time
-            self.offsets[path] = at + whole
-            for line in data[:whole].decode(errors="replace").splitlines():
+            self.skipped += skipped
+            for line in text.splitlines():
                 if line[:19] >= self.since:
                     out.append((path.stem, line))
         return out
