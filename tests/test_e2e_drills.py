@@ -45,16 +45,27 @@ def run_drill(name: str, tmp_path) -> tuple[subprocess.CompletedProcess, dict | 
     return proc, report
 
 
-def check_passed(proc, report) -> dict:
-    shown = f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    assert report is not None, shown
-    failed = [s for s in report["steps"] if not s.get("ok")]
-    assert proc.returncode == 0 and report["result"] == "passed" and not failed, (failed, shown)
-    # replay: the schedule the run followed is the one its seed gives before anything runs
+def printed(proc: subprocess.CompletedProcess) -> str:
+    """What `chassis drill` printed, for an assertion's message."""
+    return f"exit {proc.returncode}\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+
+
+def replayed(report: dict) -> drills.Fixed:
+    """The drill topology's facts, once the schedule the run followed is the one its seed
+    gives before anything runs (replay)."""
     d = drills.load(report["file"])
     facts = drills.chassis_facts(topo_mod.load(d.topology).to_dict())
     planned = [p.to_dict() for p in drills.plan(d, facts.cards, facts.enodebs, report["seed"])]
     assert report["schedule"] == planned
+    return facts
+
+
+def check_passed(proc, report) -> dict:
+    shown = printed(proc)
+    assert report is not None, shown
+    failed = [s for s in report["steps"] if not s.get("ok")]
+    assert proc.returncode == 0 and report["result"] == "passed" and not failed, (failed, shown)
+    replayed(report)
     assert "stays random" in report["seed_note"]
     print(f"\n{report['drill']} ({report['duration_s']:.1f} s): "
           + json.dumps({k: v for k, v in report["figures"].items() if v not in (None, [], {})}))  # fmt: skip
