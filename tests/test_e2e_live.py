@@ -73,6 +73,15 @@ def chassis(*args, timeout=120) -> subprocess.CompletedProcess:
     )
 
 
+def stop(proc: subprocess.Popen, run) -> None:
+    """Whatever a test left: its `chassis up` process group killed, its chassis down."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    if (run / "pids.json").exists():
+        chassis("down", "--run-dir", run)
+
+
 def recorded(run) -> list[tuple[str, int, int]]:
     """(name, pid, start) of every process the chassis recorded (backplane, cards, lab)."""
     pids = json.loads((run / "pids.json").read_text())
@@ -231,11 +240,7 @@ def test_foreground_plain_view_metrics_and_sigint_teardown(tmp_path):
         with pytest.raises(httpx.HTTPError):
             httpx.get(url, timeout=2, trust_env=False)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        if (run / "pids.json").exists():
-            chassis("down", "--run-dir", run)
+        stop(proc, run)
     time.sleep(0.2)  # the reader thread sees EOF
     assert "stopping" in "\n".join(seen) + "".join(iter_queue(lines))
 
@@ -285,8 +290,4 @@ def test_sigint_while_starting_tears_down(tmp_path):
         assert [(n, p) for n, p, start in processes if procs.alive(p, start)] == []
         assert not (run / "pids.json").exists()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-        if (run / "pids.json").exists():
-            chassis("down", "--run-dir", run)
+        stop(proc, run)

@@ -115,34 +115,6 @@ def make_pki() -> dict:
     return {"ca": ca, "gw": gw, "gw_key": keys["gw"], "enb": enb, "enb_key": keys["enb"]}
 
 
-def configure(ch, p: dict, port: int) -> None:
-    files = {"ca.crt": b.pem(p["ca"]), "gw.crt": b.pem(p["gw"]), "gw.key": b.pem(p["gw_key"])}
-    for name, data in files.items():
-        (ch.run.flash / name).write_bytes(data)
-    res = ch.exec(
-        "configure",
-        "ca-certificate name lab-root pem url /flash/ca.crt",
-        "certificate name segw pem url /flash/gw.crt private-key pem url /flash/gw.key",
-        "context segw",
-        "ikev2-ikesa transform-set ts19",
-        *(f"{k} {v}" for k, v in b.TSET.items()),
-        "exit",
-        "crypto template tmpl ikev2-dynamic",
-        "authentication local certificate",
-        "authentication remote certificate",
-        "certificate name segw",
-        "ca-certificate list ca-cert-name lab-root",
-        "ikev2-ikesa transform-set list ts19",
-        "exit",
-        "wsg-service svc",
-        f"bind address 127.0.0.1 port {port} crypto-template tmpl",
-        "end",
-    )
-    failed = [r.output for r in res if r.error]
-    if failed:
-        raise RuntimeError(f"configuration refused: {failed}")
-
-
 def card_rows(ch) -> dict[int, dict]:
     return {r["slot"]: r for r in ch.exec("show card table")[0].data["cards"]}
 
@@ -271,7 +243,7 @@ def run(args, base: Path) -> dict:
     out: dict = {"notes": []}
     try:
         port = b.free_udp_port()
-        configure(ch, p, port)
+        b.configure(ch, p, port)
         wait_for("DPC 2 standby with the template ready", lambda: (
             (r := card_rows(ch)[2])["state"] == "standby"
             and (r.get("templates") or {}) and all(v == "ready" for v in r["templates"].values())

@@ -304,14 +304,19 @@ def snapshot(procs: dict[str, int]) -> dict[str, float]:
 
 
 def configure(ch, p: dict, port: int) -> None:
-    files = {"ca.crt": pem(p["ca"]), "int.crt": pem(p["int"]), "gw.crt": pem(p["gw"]),
-             "gw.key": pem(p["gw_key"])}  # fmt: skip
+    """The gateway's credentials from make_pki (an intermediate CA when `p` has one) and the
+    template on 127.0.0.1:port (bench_failover.py's PKI has no intermediate)."""
+    files = {"ca.crt": pem(p["ca"]), "gw.crt": pem(p["gw"]), "gw.key": pem(p["gw_key"])}
+    intermediate = []
+    if "int" in p:
+        files["int.crt"] = pem(p["int"])
+        intermediate = ["ca-certificate name lab-int pem url /flash/int.crt"]
     for name, data in files.items():
         (ch.run.flash / name).write_bytes(data)
     res = ch.exec(
         "configure",
         "ca-certificate name lab-root pem url /flash/ca.crt",
-        "ca-certificate name lab-int pem url /flash/int.crt",
+        *intermediate,
         "certificate name segw pem url /flash/gw.crt private-key pem url /flash/gw.key",
         "context segw",
         "ikev2-ikesa transform-set ts19",
