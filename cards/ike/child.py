@@ -213,9 +213,11 @@ def intersect(a: TrafficSelector, b: TrafficSelector) -> TrafficSelector | None:
         return None
     if a.ip_proto and b.ip_proto and a.ip_proto != b.ip_proto:
         return None
-    start, end = max(a.start_addr, b.start_addr), min(a.end_addr, b.end_addr)
+    # compared as integers: ipaddress's ordering goes through functools.total_ordering
+    start = a.start_addr if int(a.start_addr) >= int(b.start_addr) else b.start_addr
+    end = a.end_addr if int(a.end_addr) <= int(b.end_addr) else b.end_addr
     sport, eport = max(a.start_port, b.start_port), min(a.end_port, b.end_port)
-    if start > end or sport > eport:
+    if int(start) > int(end) or sport > eport:
         return None
     ts = TrafficSelector(a.ts_type, a.ip_proto or b.ip_proto, sport, eport, start, end)
     # one of the two when it is all of it: a child then shares our configured selector (or

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -54,7 +55,8 @@ class IntegrityError(Exception):
 # ------------------------------------------------------------------ suite and keys (2.14)
 @dataclass(frozen=True)
 class Suite:
-    """A negotiated IKE SA transform set; key_bits is the AES key length attribute."""
+    """A negotiated IKE SA transform set; key_bits is the AES key length attribute. Its
+    derived sizes are cached (every SK payload reads them a dozen times)."""
 
     encr: Encr
     key_bits: int
@@ -67,27 +69,27 @@ class Suite:
         if self.aead != (self.integ == Integ.NONE):  # RFC 5282: AEAD has no separate integ
             raise ValueError(f"{Encr(self.encr).name} with {Integ(self.integ).name}")
 
-    @property
+    @cached_property
     def aead(self) -> bool:
         return self.encr == Encr.AES_GCM_16
 
-    @property
+    @cached_property
     def encr_key_len(self) -> int:
         return self.key_bits // 8 + (4 if self.aead else 0)  # GCM keys carry a 4-byte salt
 
-    @property
+    @cached_property
     def integ_key_len(self) -> int:
         return 0 if self.aead else _INTEG[self.integ][1]
 
-    @property
+    @cached_property
     def icv_len(self) -> int:
         return 16 if self.aead else _INTEG[self.integ][2]
 
-    @property
+    @cached_property
     def iv_len(self) -> int:
         return 8 if self.aead else 16
 
-    @property
+    @cached_property
     def block_len(self) -> int:
         return 1 if self.aead else 16  # RFC 5282 3: no alignment needed for GCM
 
@@ -201,7 +203,7 @@ def decrypt_sk(suite: Suite, keys: DirectionKeys, aad: bytes, blob: bytes) -> by
 
 def _icv(suite: Suite, keys: DirectionKeys, data: bytes) -> bytes:
     name, _, n = _INTEG[suite.integ]
-    return hmac.new(keys.integ, data, name).digest()[:n]
+    return hmac.digest(keys.integ, data, name)[:n]
 
 
 def seal(

@@ -10,12 +10,15 @@ from .const import Prf
 _PRF_HASH = {Prf.HMAC_SHA2_256: "sha256", Prf.HMAC_SHA2_384: "sha384", Prf.HMAC_SHA2_512: "sha512"}
 
 
+_PRF_SIZE = {alg: hashlib.new(name).digest_size for alg, name in _PRF_HASH.items()}
+
+
 def prf(alg: Prf, key: bytes, data: bytes) -> bytes:
-    return hmac.new(key, data, _PRF_HASH[Prf(alg)]).digest()
+    return hmac.digest(key, data, _PRF_HASH[alg])  # OpenSSL's one-shot HMAC
 
 
 def prf_size(alg: Prf) -> int:
-    return hashlib.new(_PRF_HASH[Prf(alg)]).digest_size
+    return _PRF_SIZE[alg]
 
 
 def prf_plus(alg: Prf, key: bytes, seed: bytes, length: int) -> bytes:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 
@@ -139,11 +140,15 @@ NAT_T_PORT = 4500
 
 def natd_hash(spi_i: bytes, spi_r: bytes, addr: tuple[str, int]) -> bytes:
     """SHA-1(SPIi | SPIr | IP | Port)   (RFC 7296 2.23)."""
+    return hashlib.sha1(spi_i + spi_r + _packed(addr[0]) + int(addr[1]).to_bytes(2, "big")).digest()
+
+
+@functools.lru_cache(maxsize=4096)  # four hashes per IKE_SA_INIT, from a few addresses
+def _packed(host: str) -> bytes:
     try:
-        ip = ipaddress.ip_address(addr[0]).packed
+        return ipaddress.ip_address(host).packed
     except ValueError:
-        ip = str(addr[0]).encode()
-    return hashlib.sha1(spi_i + spi_r + ip + int(addr[1]).to_bytes(2, "big")).digest()
+        return str(host).encode()
 
 
 def _fragmentation(sa, ctx: Ctx) -> bool:
