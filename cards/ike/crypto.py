@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -56,42 +55,36 @@ class IntegrityError(Exception):
 @dataclass(frozen=True)
 class Suite:
     """A negotiated IKE SA transform set; key_bits is the AES key length attribute. Its
-    derived sizes are cached (every SK payload reads them a dozen times)."""
+    derived sizes are plain attributes, set once (every SK payload reads them a dozen times,
+    and a property call costs more than the lookup)."""
 
     encr: Encr
     key_bits: int
     prf: Prf
     integ: Integ = Integ.NONE
+    aead: bool = field(init=False, repr=False, compare=False)
+    encr_key_len: int = field(init=False, repr=False, compare=False)  # GCM: + 4-byte salt
+    integ_key_len: int = field(init=False, repr=False, compare=False)
+    icv_len: int = field(init=False, repr=False, compare=False)
+    iv_len: int = field(init=False, repr=False, compare=False)
+    block_len: int = field(init=False, repr=False, compare=False)  # RFC 5282 3: GCM needs none
 
     def __post_init__(self):
         if self.key_bits not in (128, 192, 256):
             raise ValueError(f"AES key length {self.key_bits}")
-        if self.aead != (self.integ == Integ.NONE):  # RFC 5282: AEAD has no separate integ
+        aead = self.encr == Encr.AES_GCM_16
+        if aead != (self.integ == Integ.NONE):  # RFC 5282: AEAD has no separate integ
             raise ValueError(f"{Encr(self.encr).name} with {Integ(self.integ).name}")
-
-    @cached_property
-    def aead(self) -> bool:
-        return self.encr == Encr.AES_GCM_16
-
-    @cached_property
-    def encr_key_len(self) -> int:
-        return self.key_bits // 8 + (4 if self.aead else 0)  # GCM keys carry a 4-byte salt
-
-    @cached_property
-    def integ_key_len(self) -> int:
-        return 0 if self.aead else _INTEG[self.integ][1]
-
-    @cached_property
-    def icv_len(self) -> int:
-        return 16 if self.aead else _INTEG[self.integ][2]
-
-    @cached_property
-    def iv_len(self) -> int:
-        return 8 if self.aead else 16
-
-    @cached_property
-    def block_len(self) -> int:
-        return 1 if self.aead else 16  # RFC 5282 3: no alignment needed for GCM
+        sizes = {
+            "aead": aead,
+            "encr_key_len": self.key_bits // 8 + (4 if aead else 0),
+            "integ_key_len": 0 if aead else _INTEG[self.integ][1],
+            "icv_len": 16 if aead else _INTEG[self.integ][2],
+            "iv_len": 8 if aead else 16,
+            "block_len": 1 if aead else 16,
+        }
+        for name, value in sizes.items():
+            object.__setattr__(self, name, value)
 
 
 @dataclass(frozen=True, slots=True)
