@@ -30,6 +30,7 @@ from chassis.clock import MonotonicClock, WallClock
 from chassis.ipc import keys as keyring
 from chassis.ipc.buffers import return_big_buffers
 from chassis.ipc.clone import Outcome, Replica
+from chassis.ipc.datapath import DatagramPipe
 from chassis.ipc.envelope import Envelope
 from chassis.ipc.messages import (
     Ack,
@@ -57,8 +58,11 @@ OCSP_MAX_BYTES = 64 * 1024  # an OCSP answer larger than this is refused (an err
 
 
 class Card:
-    def __init__(self, run: RunDir, slot: int) -> None:
+    def __init__(self, run: RunDir, slot: int, npu_fd: int | None = None) -> None:
         self.run, self.slot = run, slot
+        # gateway datagrams from and to the NPU: the socketpair the backplane started us with
+        # (chassis/ipc/datapath.py), else the bus
+        self.pipe = DatagramPipe.inherited(npu_fd) if npu_fd is not None else None
         self.manifest = run.manifest()
         me = next(c for c in self.manifest["topology"]["cards"] if c["slot"] == slot)
         self.type, self.role = me["type"], me["role"]
@@ -111,6 +115,8 @@ class Card:
         )
         self.npu.send(Request("npu.attach", {}))
         self.npu.listen(lambda inc: self._dispatch(self.npu, inc, self.on_npu))
+        if self.pipe is not None:
+            self.pipe.listen(self._datagrams)
         tasks = [asyncio.create_task(self._tick())]
         await self.stopping.wait()
         for t in tasks:
@@ -307,15 +313,15 @@ class Card:
             self.registered = False
             return
         msg = env.msg
-        if isinstance(msg, Datagram):
-            items = [(msg.local, msg.remote, msg.data)]
-        elif isinstance(msg, Datagrams):  # a burst: answered in one message too
-            items = msg.items
+        if isinstance(msg, Datagram):  # on the bus: a card started without a pipe
+            self._datagrams([(msg.local, msg.remote, msg.data)])
+        elif isinstance(msg, Datagrams):
+            self._datagrams(msg.items)
         elif isinstance(msg, Request) and msg.method == "ipc.fault":
             self._ipc_fault(inc, msg.args)
-            return
-        else:
-            return
+
+    def _datagrams(self, items) -> None:
+        """A burst of gateway datagrams from the NPU: answered in one burst too."""
         now, outs = self.mono.now(), []
         for local, remote, data in items:
             self.counters["npu_rx"] += 1
@@ -364,7 +370,10 @@ class Card:
         )
 
         sends = [[list(o.src), list(o.dst), o.data] for o in outs if isinstance(o, Send)]
-        if len(sends) == 1:
+        if self.pipe is not None:
+            if sends and not self.pipe.send(sends):
+                self.counters["npu_tx_dropped"] += 1
+        elif len(sends) == 1:
             self.npu.send(Datagram(*sends[0]))
         elif sends:
             self.npu.send(Datagrams(sends))
@@ -666,6 +675,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cards.runner")
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--slot", type=int, required=True)
+    parser.add_argument("--npu-fd", type=int, help="the NPU's datagram socketpair (inherited)")
     args = parser.parse_args(argv)
     logging.basicConfig(
         stream=sys.stdout,
@@ -673,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s slot{args.slot} %(name)s %(levelname)s %(message)s",
     )
     return_big_buffers()
-    card = Card(RunDir(args.run_dir), args.slot)
+    card = Card(RunDir(args.run_dir), args.slot, args.npu_fd)
 
     async def runner():
         loop = asyncio.get_running_loop()

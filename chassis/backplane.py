@@ -37,6 +37,7 @@ from chassis import procs
 from chassis.capture import MAX_BYTES, Capture, CaptureError
 from chassis.faults import Fault, FaultError, peer_address, timestamp
 from chassis.ipc import keys as keyring
+from chassis.ipc.datapath import DatagramPipe
 from chassis.ipc.messages import (
     CardStates,
     Datagram,
@@ -256,6 +257,7 @@ class Backplane(ManagementPair):
         self.stopping = asyncio.Event()
         self.lab: dict[str, tuple[subprocess.Popen, int]] = {}
         self.npu = Npu(self._to_card, self._steered, self._serving)
+        self.pipes: dict[int, DatagramPipe] = {}  # packet card -> the NPU's datagram path
         self.capture: Capture | None = None  # `chassis capture`: the NPU's datagrams to a file
         self.pending = Pending()  # requests to cards (ipc faults)
         self.background: set[asyncio.Task] = set()
@@ -271,23 +273,28 @@ class Backplane(ManagementPair):
     def start(self, slot: Slot) -> None:
         module = "supervisor.runner" if slot.card.is_management else "cards.runner"
         name = f"{slot.card.label.lower()}-{slot.card.slot}"
-        with open(self.run.logs / f"{name}.log", "ab") as out:
-            slot.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    module,
-                    "--run-dir",
-                    str(self.run.root),
-                    "--slot",
-                    str(slot.card.slot),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                preexec_fn=partial(procs.die_with_parent, os.getpid()),
-                close_fds=True,
-            )
+        args = [sys.executable, "-m", module, "--run-dir", str(self.run.root),
+                "--slot", str(slot.card.slot)]  # fmt: skip
+        pipe = theirs = None
+        if not slot.card.is_management:  # the NPU's datagram path to this process
+            pipe, theirs = DatagramPipe.pair()
+            args += ["--npu-fd", str(theirs.fileno())]
+        try:
+            with open(self.run.logs / f"{name}.log", "ab") as out:
+                slot.proc = subprocess.Popen(
+                    args,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    preexec_fn=partial(procs.die_with_parent, os.getpid()),
+                    close_fds=True,
+                    pass_fds=(theirs.fileno(),) if theirs else (),
+                )
+        finally:
+            if theirs is not None:
+                theirs.close()
+        if pipe is not None:
+            self._attach_pipe(slot.card.slot, pipe)
         slot.started_ticks = procs.start_time(slot.proc.pid) or 0
         slot.started_at = time.time()
         slot.state, slot.expect_exit = "booting", False
@@ -332,6 +339,15 @@ class Backplane(ManagementPair):
             slot.restart_on_exit = False
             self.demoted.discard(slot.card.slot)
             asyncio.get_running_loop().call_later(RESTART_DELAY, self._restart_supervisor, slot)
+
+    def _attach_pipe(self, n: int, pipe: DatagramPipe) -> None:
+        """The new process's pipe replaces the old one's (what that one held is lost with
+        the process, as a card's queue is)."""
+        old = self.pipes.pop(n, None)
+        if old is not None:
+            old.close()
+        self.pipes[n] = pipe
+        pipe.listen(lambda items: self.npu.send(Datagrams(items), n))
 
     def _restart_supervisor(self, slot: Slot) -> None:
         if not self.stopping.is_set() and slot.pid is None:
@@ -511,8 +527,12 @@ class Backplane(ManagementPair):
         name = (peer or b"").decode(errors="replace")
         return int(name[5:]) if name.startswith("card-") and name[5:].isdigit() else None
 
-    def _to_card(self, slot: int, msg: Datagram) -> bool:
-        return self.bus.send(msg, to=f"card-{slot}".encode()) is not None
+    def _to_card(self, slot: int, msg: Datagram | Datagrams) -> bool:
+        pipe = self.pipes.get(slot)
+        if pipe is None:  # a card this backplane did not start: on the bus
+            return self.bus.send(msg, to=f"card-{slot}".encode()) is not None
+        items = msg.items if isinstance(msg, Datagrams) else [[msg.local, msg.remote, msg.data]]
+        return pipe.send(items)
 
     def on_states(self, msg: CardStates) -> None:
         for key, entry in msg.states.items():
@@ -818,6 +838,8 @@ class Backplane(ManagementPair):
 
     def shutdown(self) -> None:
         self.npu.close()
+        for pipe in self.pipes.values():
+            pipe.close()
         if self.capture is not None:
             self.capture_stop()
         records = [(s.proc.pid, s.started_ticks) for s in self.slots.values() if s.pid]
