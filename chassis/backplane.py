@@ -598,6 +598,15 @@ class Backplane(ManagementPair):
             "faults": self.fault_list(),
             "mgmt_takeovers": self.mgmt_takeovers,
             "npu": dict(self.npu.counts),
+            "datapath": {  # each packet card's socketpair (chassis/ipc/datapath.py)
+                str(n): {
+                    "dropped": p.dropped,
+                    "backlog": len(p.backlog),
+                    "bad": p.bad,
+                    "closed": p.closed,
+                }
+                for n, p in self.pipes.items()
+            },
             "npu_errors": sorted(self.npu.listen_errors.values()),
             "capture": self.capture.stats() if self.capture is not None else None,
             "lab": {

@@ -70,17 +70,19 @@ def test_a_large_burst_is_cut_into_messages_the_kernel_takes():
 
 
 def test_a_full_pipe_queues_then_drops_and_counts_and_keeps_order(monkeypatch):
-    monkeypatch.setattr(datapath, "HWM", 20)
+    monkeypatch.setattr(datapath, "BACKLOG_BYTES", 1 << 20)
 
     async def main():
         a, b = await pipes()
         accepted = [items for items in (burst(40, 1400) for _ in range(200)) if a.send(items)]
-        assert a.backlog and len(a.backlog) == 20, "the kernel took everything"
+        assert a.backlog, "the kernel took everything"
+        assert (1 << 20) - 60_000 < a.backlog_bytes <= 1 << 20
+        assert a.backlog_bytes == sum(map(len, a.backlog))
         assert a.dropped == 200 - len(accepted) > 0
         got: list[list] = []
         b.listen(got.append)  # the reader catches up: the backlog is flushed, in order
         await until(lambda: len(got) == len(accepted))
-        assert got == accepted and not a.backlog
+        assert got == accepted and not a.backlog and a.backlog_bytes == 0
         a.close(), b.close()
 
     asyncio.run(main())

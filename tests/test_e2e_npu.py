@@ -118,7 +118,13 @@ def test_datagrams_are_steered_to_active_cards(chassis_factory, tmp_path):
         after = rx(ch)
         moved = {s for s in after if after[s] != before[s]}
         assert len(moved) == 1 and moved <= {1, 2}
-        assert ch.status()["npu"]["keepalive"] >= 1
+        status = ch.status()
+        assert status["npu"]["keepalive"] >= 1
+        # each card has its socketpair (datagrams go there, not on the bus) and lost nothing
+        paths = status["datapath"]
+        assert set(paths) == {"1", "2", "3"}, paths
+        assert all(p == {"dropped": 0, "backlog": 0, "bad": 0, "closed": False}
+                   for p in paths.values()), paths  # fmt: skip
     finally:
         for sock in peers:
             sock.close()
@@ -217,10 +223,12 @@ def spi_for(slot: int, src: tuple[str, int], gw_port: int) -> bytes:
 
 
 def ike_auth_for(slot: int) -> bytes:
-    """A bare IKE_AUTH request header (Initiator flag set) whose SPIr names `slot`, marked."""
+    """An IKE_AUTH request (Initiator flag set) whose SPIr names `slot`, marked: the header and
+    an SK payload of 1,000 bytes, about what a peer's IKE_AUTH with its certificate weighs."""
     spi_r = make_spi(slot, os.urandom(8))
-    header = bytes([0, 0x20, 35, 0x08]) + (1).to_bytes(4, "big") + (28).to_bytes(4, "big")
-    return b"\0\0\0\0" + os.urandom(8) + spi_r + header
+    header = bytes([46, 0x20, 35, 0x08]) + (1).to_bytes(4, "big") + (1028).to_bytes(4, "big")
+    sk = bytes([35, 0]) + (1000).to_bytes(2, "big") + os.urandom(996)
+    return b"\0\0\0\0" + os.urandom(8) + spi_r + header + sk
 
 
 def rss_kib(pid: int) -> int:
@@ -269,7 +277,7 @@ def test_a_hung_card_never_delays_another_cards_traffic(chassis_factory, tmp_pat
 
     def flood():
         # Paced bursts: what must fill up is the card's queue, not the backplane's UDP buffer.
-        for _ in range(400):  # 40 000 datagrams at most
+        for _ in range(400):  # 40 000 datagrams at most (40 MB: far past the card's queue)
             if stop_flood.is_set():
                 return
             for _ in range(100):
@@ -301,9 +309,9 @@ def test_a_hung_card_never_delays_another_cards_traffic(chassis_factory, tmp_pat
         flooding.join(5)
         # Every new SA for the live card was answered within 1 s while the other card hung.
         assert None not in rtts and max(rtts) < 1.0, rtts
-        # The hung card's queue stopped at the high-water mark (1000 messages on the
-        # backplane's side, each a burst of at most BURST datagrams, plus what its socket
-        # holds): the rest was dropped and counted, and the backplane's memory stayed bounded.
+        # The hung card's queue stopped at its bound (the datagram pipe's backlog of 4 MiB on
+        # the backplane's side, plus what the socketpair holds): the rest was dropped and
+        # counted, and the backplane's memory stayed bounded.
         steered = npu_delta(ch, before, "ike") - len(rtts)
         dropped = npu_delta(ch, before, "dropped")
         assert steered >= 5000 and 0 < steered - dropped <= 2000 * BURST, (steered, dropped)

@@ -10,9 +10,9 @@ keeps message boundaries (SOCK_SEQPACKET) and costs a system call a side.
 
 A message is one burst, msgpack of ``[[local, remote, data], ...]`` (local and remote as
 ``[host, port]``). A send never blocks: what the kernel cannot take now waits in a bounded
-backlog, in order, flushed when the socket is writable again; beyond HWM messages it is dropped
-and counted, as at the bus's high-water mark. A card started without a pipe (one on another
-host) gets its datagrams on the bus as before.
+backlog, in order, flushed when the socket is writable again; beyond BACKLOG_BYTES it is
+dropped and counted, as at the bus's high-water mark. A card started without a pipe (one on
+another host) gets its datagrams on the bus as before.
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ import msgpack
 
 log = logging.getLogger(__name__)
 
-HWM = 1000  # messages waiting in a backlog at most (ZeroMQ's default high-water mark)
+# what waits in a backlog at most: a takeover's burst of 10,000 RFC 6311 answers for a card
+# still busy adopting the SAs is about 1 MB; a hung card's flood stops here
+BACKLOG_BYTES = 4 << 20
 CHUNK = 60_000  # datagram bytes per message: the kernel refuses one larger than its buffer
 BUFFER = 1 << 20  # socket buffers asked for (the kernel caps them at [rw]mem_max)
 RECV_MAX = 1 << 17  # a message is at most CHUNK plus one whole UDP datagram
@@ -45,6 +47,7 @@ class DatagramPipe:
             sock.setsockopt(socket.SOL_SOCKET, option, BUFFER)
         self.sock = sock
         self.backlog: deque[bytes] = deque()
+        self.backlog_bytes = 0
         self.dropped = 0  # messages dropped: backlog full, or the other side gone
         self.bad = 0  # messages received that were not a burst of datagrams
         self.closed = False
@@ -86,10 +89,11 @@ class DatagramPipe:
                 self.dropped += 1
                 log.debug("datagram pipe: %s", exc)
                 return False
-        if len(self.backlog) >= HWM:
+        if self.backlog_bytes + len(data) > BACKLOG_BYTES:
             self.dropped += 1
             return False
         self.backlog.append(data)
+        self.backlog_bytes += len(data)
         if not self._writing:
             self._writing = True
             self._loop_now().add_writer(self.sock.fileno(), self._flush)
@@ -104,9 +108,10 @@ class DatagramPipe:
             except OSError as exc:
                 self.dropped += len(self.backlog)
                 self.backlog.clear()
+                self.backlog_bytes = 0
                 log.debug("datagram pipe: %s", exc)
                 break
-            self.backlog.popleft()
+            self.backlog_bytes -= len(self.backlog.popleft())
         self._writing = False
         self._loop_now().remove_writer(self.sock.fileno())
 
@@ -153,6 +158,7 @@ class DatagramPipe:
         self.closed = True
         self.dropped += len(self.backlog)
         self.backlog.clear()
+        self.backlog_bytes = 0
         if self._loop is not None and not self._loop.is_closed():
             if self._handler is not None:
                 self._loop.remove_reader(self.sock.fileno())
