@@ -1,4 +1,5 @@
-"""The NPU's sockets, inside the backplane: UDP in, steered to a card over the bus; card out.
+"""The NPU's sockets, inside the backplane: UDP in, steered to a card (over its datagram
+socketpair, chassis/ipc/datapath.py); card out.
 
 The steering itself is chassis/npu.py (sans-IO). This module owns the gateway's UDP sockets
 (one per `wsg-service ... bind address`), asks `steer` which card gets each datagram and
@@ -21,11 +22,10 @@ log = logging.getLogger("npu")
 RCVBUF = 8 << 20  # bytes per gateway socket (the kernel caps it at net.core.rmem_max)
 
 
-# Datagrams read per wake-up of a socket, then handed on per card in one message: it bounds
-# a hung card's backlog too (the bus's high-water mark counts messages).
+# Datagrams read per wake-up of a socket, then handed on per card in one message.
 BURST = 64
 # IKE datagrams per message at most: a card handles a message in one turn of its loop (the
-# channel's 20 ms budget is checked between messages), and an IKE datagram may cost it
+# path's 20 ms budget is checked between messages), and an IKE datagram may cost it
 # milliseconds (a MODP-2048 IKE_SA_INIT about 5 ms of CPU, an IKE_AUTH 1-2 ms). 64 IKE_SA_INITs
 # of group 14 in one message held a card's loop for 300 ms, and the supervisor failed it for
 # the heartbeats it missed; 4 still took 23-30 ms of CPU, 60-80 ms on a shared CPU. ESP
@@ -88,8 +88,8 @@ class Npu:
 
     def _readable(self, local: tuple[str, int], sock: socket.socket) -> None:
         """Read what is queued (at most BURST), steer it, and hand each card its share in one
-        message (IKE in messages of IKE_PER_MESSAGE): under load the bus and the card pay
-        their per-message cost once per burst, and a card's turn stays short."""
+        message (IKE in messages of IKE_PER_MESSAGE): under load the path and the card pay their
+        per-message cost once per burst, and a card's turn stays short."""
         ready = self.ready()
         takers = [s for s in self.new_sa() if s in self.allowed.get(local, ())]
         marked = local[1] != 500  # RFC 3948 framing whenever the gateway's port is not 500
