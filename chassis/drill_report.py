@@ -13,6 +13,8 @@ the fleet's counters (the eNodeBs' view). Figures per fault:
     tunnels_lost   tunnels the fleet saw go, until the next fault (and, drill-wide,
                    gateway_drop: the largest fall of the gateway's own count after a fault)
     renewal_s      fault -> a certificate renewed and held by every card in service
+    datagrams_lost datagrams of established SAs the NPU could not hand to a card, until the
+                   next fault (no card in service owns the SPI; the card's path gone or full)
     takeover_ms    a standby card took the failed card's SAs over: the management card's own
                    time from its takeover order to every SA active at the standby and the NPU
                    told to steer to it (supervisor/recovery.py's record, from its log);
@@ -136,6 +138,10 @@ def fault_figures(
     ends = [_fleet(s, "lost") for s in window if _fleet(s, "lost") is not None]
     if lost0 is not None and ends:
         out["tunnels_lost"] = ends[-1] - lost0
+    npu0 = before.get("npu_lost")
+    counts = [s["npu_lost"] for s in window if s.get("npu_lost") is not None]
+    if npu0 is not None and counts:
+        out["datagrams_lost"] = counts[-1] - npu0
     certs0 = before.get("certs") or {}
     for name, c0 in certs0.items():
         gen0 = c0.get("generation") or 0
@@ -161,6 +167,7 @@ def build(*, drill, seed, schedule, steps, faults, timeline, traps, revocations,
     end_lost = next((_fleet(s, "lost") for s in reversed(timeline)
                      if _fleet(s, "lost") is not None), None)  # fmt: skip
     start_lost = next((_fleet(s, "lost") for s in timeline if _fleet(s, "lost") is not None), None)
+    npu = [s["npu_lost"] for s in timeline if s.get("npu_lost") is not None]
     detections = [f["figures"]["detection_ms"] for f in faults if "detection_ms" in f["figures"]]
     recoveries = [f["figures"]["recovery_s"] for f in faults if "recovery_s" in f["figures"]]
     renewals = {}
@@ -182,6 +189,10 @@ def build(*, drill, seed, schedule, steps, faults, timeline, traps, revocations,
         "recovery_s": (None if None in recoveries else max(recoveries)) if recoveries else None,
         "recovery_s_each": recoveries,
         "tunnels_lost": (end_lost - start_lost) if None not in (end_lost, start_lost) else None,
+        "datagrams_lost": npu[-1] - npu[0] if npu else None,
+        "datagrams_lost_each": [
+            f["figures"].get("datagrams_lost") for f in faults if not f.get("recovery_action")
+        ],  # fmt: skip
         "gateway_drop": max(drops) if drops else 0,  # the largest fall of the gateway's count
         "cmp_lost": cmp_lost,
         "revoked_accepted": len(accepted),
@@ -259,6 +270,13 @@ def figure_lines(report: dict) -> list[tuple[str, str]]:
             if drop:
                 text += f" (counted by the eNodeBs); the gateway's count fell by {drop} at most"
             out.append(("tunnels lost", text))
+        elif metric == "datagrams_lost":
+            n, each = fig.get("datagrams_lost"), fig.get("datagrams_lost_each") or []
+            text = "-" if n is None else str(n)
+            if n and len(each) > 1:
+                text += " (after each fault: " + ", ".join(
+                    "-" if v is None else str(v) for v in each) + ")"  # fmt: skip
+            out.append(("datagrams lost at the NPU", text))
         elif metric == "cmp_lost":
             out.append(("CMP transactions lost", "-" if fig["cmp_lost"] is None
                         else str(fig["cmp_lost"])))  # fmt: skip

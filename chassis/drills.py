@@ -94,6 +94,9 @@ METRICS = {
     "traps": "SNMP traps received, by name",
     "takeover": "takeover time: a standby card took a card's SAs over, the management card's "
     "record (the SAs active at the standby, the NPU steering to it)",
+    "datagrams_lost": "datagrams of established SAs the NPU could not hand to a card (no card "
+    "in service owns their SPI, or the card's path is gone or full); new SAs refused, "
+    "keepalives and a udp fault's own drops are not counted",
 }
 CARD_STATES = ("offline", "booting", "active", "standby", "unreachable", "failed")
 IN_SERVICE = ("active", "standby")
@@ -1364,6 +1367,9 @@ class Runner:
             "t": sample["t"],
             "cards": cards,
             "gateway": sum(tunnels.values()) if obs.cards else None,
+            "npu_lost": (obs.status.get("npu") or {}).get("lost", 0)
+            if "npu" in obs.status
+            else None,  # the backplane's count (None: no status in this sample)
             "fleet": {
                 k: fleet.get(k) for k in ("up", "establishing", "lost", "failed", "children_up")
             }
@@ -1514,7 +1520,7 @@ class Runner:
         fleet = sample.get("fleet") or {}
         return {"gateway": sample.get("gateway"), "fleet_up": fleet.get("up"),
                 "fleet_lost": fleet.get("lost"), "cards": sample.get("cards"),
-                "certs": sample.get("certs")}  # fmt: skip
+                "certs": sample.get("certs"), "npu_lost": sample.get("npu_lost")}  # fmt: skip
 
     def _cmp_counts(self) -> dict | None:
         stats = self.cli("show cmp statistics")

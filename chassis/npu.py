@@ -31,6 +31,7 @@ class Steer:
     slot: int | None  # None: drop
     kind: str  # "ike" | "esp" | "keepalive" | "garbage"
     reason: str = ""
+    sa: bool = False  # of an existing SA (ESP, or IKE with SPIr set): not delivered, it is lost
 
 
 def _hash_pick(key: bytes, ready: list[int]) -> int:
@@ -59,7 +60,9 @@ def steer(
         elif len(data) >= 8:  # ESP: SPI first
             slot = slot_of_spi(data[:4])
             slot = owners.get(slot, slot) if owners else slot
-            return Steer(slot, "esp") if slot in ready else Steer(None, "esp", "no card owns SPI")
+            if slot in ready:
+                return Steer(slot, "esp", sa=True)
+            return Steer(None, "esp", "no card owns SPI", sa=True)
         else:
             return Steer(None, "garbage", "short datagram")
     if len(data) < IKE_HEADER:
@@ -75,11 +78,9 @@ def steer(
     ours = spi_r if flags & FLAG_INITIATOR else spi_i
     slot = slot_of_spi(ours)
     slot = owners.get(slot, slot) if owners else slot
-    return (
-        Steer(slot, "ike")
-        if slot in ready
-        else Steer(None, "ike", f"no card in service owns slot {slot}")
-    )
+    if slot in ready:
+        return Steer(slot, "ike", sa=True)
+    return Steer(None, "ike", f"no card in service owns slot {slot}", sa=True)
 
 
 @dataclass

@@ -111,9 +111,7 @@ class Npu:
             )
             self.counts[where.kind] += 1
             if where.slot is None:
-                self.counts["dropped"] += 1
-                if where.reason:
-                    log.debug("dropped %s from %s:%d: %s", where.kind, *remote, where.reason)
+                self._unsteered(where, remote)
                 continue
             item = [list(local), list(remote), data]
             if self.faults.rules and not self._faulted(where.slot, remote, item):
@@ -141,10 +139,20 @@ class Npu:
             return False
         return True
 
+    def _unsteered(self, where, remote: tuple[str, int]) -> None:
+        """A datagram no card gets: dropped, and lost when it belongs to an existing SA (a new
+        SA no card can take, a keepalive or garbage is not a loss)."""
+        self.counts["dropped"] += 1
+        if where.sa:
+            self.counts["lost"] += 1
+        if where.reason:
+            log.debug("dropped %s from %s:%d: %s", where.kind, *remote, where.reason)
+
     def _hand(self, slot: int, items: list) -> None:
         msg = Datagram(*items[0]) if len(items) == 1 else Datagrams(items)
-        if not self.deliver(slot, msg):
+        if not self.deliver(slot, msg):  # its path is gone (a dead card) or full: lost
             self.counts["dropped"] += len(items)
+            self.counts["lost"] += len(items)
 
     def received(self, local: tuple[str, int], data: bytes, remote: tuple[str, int]) -> None:
         """One datagram, as if read from ``local`` (tests and tools)."""
@@ -158,11 +166,9 @@ class Npu:
         self.counts[where.kind] += 1
         item = [list(local), list(remote), data]
         if where.slot is None:
-            self.counts["dropped"] += 1
-        elif self.faults.rules and not self._faulted(where.slot, remote, item):
-            pass
-        elif not self.deliver(where.slot, Datagram(*item)):
-            self.counts["dropped"] += 1
+            self._unsteered(where, remote)
+        elif not self.faults.rules or self._faulted(where.slot, remote, item):
+            self._hand(where.slot, [item])
 
     def send(self, msg, slot: int | None = None) -> None:
         """A card's Datagram or Datagrams (from card `slot`): each from the gateway address

@@ -343,6 +343,22 @@ def test_figures_from_a_recorded_timeline():
     assert "card_back_s" not in figs  # no standby, no reboot: it stays failed
 
 
+def test_datagrams_lost_count_from_the_fault_to_the_next_one(tmp_path):
+    # the NPU's `lost` count: 3 before the kill, 5 more until the takeover, 1 after the next
+    # fault (at 8.0 s), which is that fault's
+    tl = recorded_timeline()
+    for s in tl:
+        s["npu_lost"] = 3 + (5 if s["t"] >= 2.2 else 0) + (1 if s["t"] >= 8.5 else 0)
+    fault = {**kill_fault(), "before": {**kill_fault()["before"], "npu_lost": 3}}
+    assert drill_report.fault_figures(fault, tl, until=8.0)["datagrams_lost"] == 5
+    assert drill_report.fault_figures(fault, tl)["datagrams_lost"] == 6
+    assert "datagrams_lost" not in drill_report.fault_figures(kill_fault(), tl)  # no baseline
+    report = build_report(tmp_path, faults=[fault], timeline=tl)
+    assert report["figures"]["datagrams_lost"] == 6
+    report["metrics"] = ["datagrams_lost"]
+    assert drill_report.figure_lines(report) == [("datagrams lost at the NPU", "6")]
+
+
 def test_a_cut_off_card_that_comes_back_recovers_by_serving_again():
     tl = [{"t": t / 10, "gateway": 24, "fleet": {"up": 24, "lost": 0},
            "cards": {"2": {"state": "unreachable" if 12 <= t < 30 else "active", "tunnels": 8,

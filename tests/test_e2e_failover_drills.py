@@ -59,6 +59,12 @@ def passed(name: str, tmp_path) -> tuple[dict, dict]:
     return fig, report
 
 
+def printed_figures(report: dict) -> str:
+    from chassis.drill_report import figure_lines
+
+    return "\n".join(f"{k}: {v}" for k, v in figure_lines(report))
+
+
 def test_dpc_failover(tmp_path):
     fig, report = passed("dpc-failover", tmp_path)
     assert fig["detection_ms"] <= 300  # a crash: the backplane's pidfd (the figure: the report)
@@ -68,6 +74,9 @@ def test_dpc_failover(tmp_path):
         str(fault["target_slot"])]["tunnels"] >= 1  # fmt: skip
     assert taken["takeover_ms"] <= 2000  # the target, 1 s after detection: the report
     assert fig["tunnels_lost"] == 0 and fig["takeover_ms"] == taken["takeover_ms"]
+    # what reached the dead card's path before the NPU steered its SPIs to DPC 4
+    assert fig["datagrams_lost"] >= taken["datagrams_lost"] >= 0
+    assert f"datagrams lost at the NPU: {fig['datagrams_lost']}" in printed_figures(report)
 
 
 def test_dpc_hang_with_standby(tmp_path):
@@ -86,3 +95,4 @@ def test_dpc_migrate(tmp_path):
     assert moves == [(1, 4, "migrate"), (4, 1, "migrate")]
     assert all(t["sas"] >= 1 and t["took_ms"] <= 2000 for t in fig["takeovers"])
     assert fig["tunnels_lost"] == 0 and fig["detection_ms"] is None  # planned: nothing failed
+    assert fig["datagrams_lost"] == 0  # a card to steer to, and its path, at every moment

@@ -112,3 +112,29 @@ def test_a_burst_goes_to_a_card_as_one_message_of_esp_and_small_messages_of_ike(
     assert [s for s, k in zip(sizes, kinds, strict=True) if k] == [IKE_PER_MESSAGE] * 2 + [1]
     assert [s for s, k in zip(sizes, kinds, strict=True) if not k] == [10]
     assert isinstance(got[-2][1], Datagram)  # the odd IKE datagram alone
+
+
+def test_datagrams_of_established_sas_that_reach_no_card_are_lost_new_sas_refused_are_not():
+    """`lost` (the drills' datagrams_lost): an established SA's datagram the NPU could not hand
+    on, for want of a card owning its SPI or of a path to the card it chose; a new SA no card
+    can take, a keepalive or garbage is dropped without being a loss."""
+    delivered: list = []
+    up = {1: True, 2: True}
+    npu = Npu(lambda slot, msg: up[slot] and (delivered.append(slot) or True), lambda: [1, 2],
+              lambda: [])  # fmt: skip
+    local, peer = ("127.0.0.1", 4500), ("10.0.0.1", 4500)
+    npu.allowed[local] = {1, 2}
+    npu.received(local, b"\0\0\0\0" + ike(os.urandom(8)), peer)  # a new SA: nobody takes it
+    npu.received(local, b"\xff", peer)  # a keepalive
+    npu.received(local, b"\0\0", peer)  # garbage
+    assert npu.counts["dropped"] == 3 and npu.counts["lost"] == 0
+    esp = make_spi(3, os.urandom(4)) + (1).to_bytes(4, "big") + os.urandom(40)
+    npu.received(local, esp, peer)  # no card owns slot 3
+    npu.received(local, b"\0\0\0\0" + ike(os.urandom(8), make_spi(3, os.urandom(8))), peer)
+    assert npu.counts["dropped"] == 5 and npu.counts["lost"] == 2
+    up[2] = False  # card 2's path is gone (its process died): steered to it, never delivered
+    npu.received(local, make_spi(2, os.urandom(4)) + (1).to_bytes(4, "big") + bytes(40), peer)
+    npu.received(local, make_spi(1, os.urandom(4)) + (1).to_bytes(4, "big") + bytes(40), peer)
+    assert npu.counts["dropped"] == 6 and npu.counts["lost"] == 3 and delivered == [1]
+    sa = steer(esp, peer, 4500, [3], True)
+    assert sa.sa and sa.slot == 3 and not steer(ike(os.urandom(8)), peer, 500, [1], False).sa
