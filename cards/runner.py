@@ -45,6 +45,8 @@ from chassis.ipc.messages import (
     Register,
     Request,
     Update,
+    burst,
+    burst_items,
 )
 from chassis.ipc.rpc import Pending, RpcError
 from chassis.ipc.rundir import RunDir
@@ -313,10 +315,8 @@ class Card:
             self.registered = False
             return
         msg = env.msg
-        if isinstance(msg, Datagram):  # on the bus: a card started without a pipe
-            self._datagrams([(msg.local, msg.remote, msg.data)])
-        elif isinstance(msg, Datagrams):
-            self._datagrams(msg.items)
+        if isinstance(msg, Datagram | Datagrams):  # on the bus: a card started without a pipe
+            self._datagrams(burst_items(msg))
         elif isinstance(msg, Request) and msg.method == "ipc.fault":
             self._ipc_fault(inc, msg.args)
 
@@ -373,10 +373,8 @@ class Card:
         if self.pipe is not None:
             if sends and not self.pipe.send(sends):
                 self.counters["npu_tx_dropped"] += 1
-        elif len(sends) == 1:
-            self.npu.send(Datagram(*sends[0]))
         elif sends:
-            self.npu.send(Datagrams(sends))
+            self.npu.send(burst(sends))
         for out in outs:
             if isinstance(out, Send):
                 continue

@@ -49,6 +49,8 @@ from chassis.ipc.messages import (
     Power,
     ProcEvent,
     Request,
+    burst,
+    burst_items,
 )
 from chassis.ipc.rpc import Pending, RpcError
 from chassis.ipc.rundir import RunDir, atomic_write
@@ -347,7 +349,7 @@ class Backplane(ManagementPair):
         if old is not None:
             old.close()
         self.pipes[n] = pipe
-        pipe.listen(lambda items: self.npu.send(Datagrams(items), n))
+        pipe.listen(lambda items: self.npu.send(items, n))
 
     def _restart_supervisor(self, slot: Slot) -> None:
         if not self.stopping.is_set() and slot.pid is None:
@@ -447,7 +449,9 @@ class Backplane(ManagementPair):
                 elif msg.action == "stop":  # `card halt`: offline until `card reboot`
                     self.power_off(self.slots[msg.slot])
         elif isinstance(msg, Datagram | Datagrams):  # a card answers a peer
-            self.npu.send(msg, self._card_of(inc.peer) if self.npu.faults.rules else None)
+            self.npu.send(
+                burst_items(msg), self._card_of(inc.peer) if self.npu.faults.rules else None
+            )
         elif isinstance(msg, Request) and msg.method == "npu.owners":  # after NpuBinds: in order
             self.bus.reply(inc, True, {str(k): v for k, v in self.npu.owners.items()})
         elif isinstance(msg, Request) and msg.method == "mgmt.switch":  # `card switch`
@@ -527,11 +531,10 @@ class Backplane(ManagementPair):
         name = (peer or b"").decode(errors="replace")
         return int(name[5:]) if name.startswith("card-") and name[5:].isdigit() else None
 
-    def _to_card(self, slot: int, msg: Datagram | Datagrams) -> bool:
+    def _to_card(self, slot: int, items: list) -> bool:
         pipe = self.pipes.get(slot)
         if pipe is None:  # a card this backplane did not start: on the bus
-            return self.bus.send(msg, to=f"card-{slot}".encode()) is not None
-        items = msg.items if isinstance(msg, Datagrams) else [[msg.local, msg.remote, msg.data]]
+            return self.bus.send(burst(items), to=f"card-{slot}".encode()) is not None
         return pipe.send(items)
 
     def on_states(self, msg: CardStates) -> None:

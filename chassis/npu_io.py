@@ -15,7 +15,6 @@ import socket
 from collections import Counter
 from collections.abc import Callable
 
-from chassis.ipc.messages import Datagram, Datagrams
 from chassis.npu import UdpFaults, steer
 
 log = logging.getLogger("npu")
@@ -36,11 +35,12 @@ IKE_PER_MESSAGE = 2
 class Npu:
     def __init__(
         self,
-        deliver: Callable[[int, object], bool],
+        deliver: Callable[[int, list], bool],
         ready: Callable[[], list[int]],
         new_sa: Callable[[], list[int]] | None = None,
     ):
-        """`ready`: the cards whose SAs are steered to them; `new_sa`: those of them that may
+        """`deliver(card, [[local, remote, data], ...])`: hand a burst on, False when it could
+        not; `ready`: the cards whose SAs are steered to them; `new_sa`: those of them that may
         take a new IKE SA (default: the ready ones; a card cut off from the supervisor keeps
         its tunnels but takes no new one)."""
         self.deliver, self.ready = deliver, ready
@@ -149,8 +149,7 @@ class Npu:
             log.debug("dropped %s from %s:%d: %s", where.kind, *remote, where.reason)
 
     def _hand(self, slot: int, items: list) -> None:
-        msg = Datagram(*items[0]) if len(items) == 1 else Datagrams(items)
-        if not self.deliver(slot, msg):  # its path is gone (a dead card) or full: lost
+        if not self.deliver(slot, items):  # its path is gone (a dead card) or full: lost
             self.counts["dropped"] += len(items)
             self.counts["lost"] += len(items)
 
@@ -170,10 +169,9 @@ class Npu:
         elif not self.faults.rules or self._faulted(where.slot, remote, item):
             self._hand(where.slot, [item])
 
-    def send(self, msg, slot: int | None = None) -> None:
-        """A card's Datagram or Datagrams (from card `slot`): each from the gateway address
-        it names."""
-        items = msg.items if isinstance(msg, Datagrams) else [[msg.local, msg.remote, msg.data]]
+    def send(self, items: list, slot: int | None = None) -> None:
+        """A card's burst ``[[local, remote, data], ...]`` (from card `slot`): each from the
+        gateway address it names."""
         for local, remote, data in items:
             local, remote = (local[0], int(local[1])), (remote[0], int(remote[1]))
             if self.faults.rules:

@@ -18,7 +18,7 @@ from chassis import cli
 from chassis.clock import ManualClock
 from chassis.faults import DEFAULT_SEED, Fault, FaultError, parse_peer
 from chassis.ipc import keys as keyring
-from chassis.ipc.messages import Datagram, Update
+from chassis.ipc.messages import Update
 from chassis.ipc.sockets import IpcFault, Node
 from chassis.npu import UdpFaults, UdpRule
 from chassis.npu_io import Npu
@@ -448,9 +448,9 @@ def test_npu_drops_and_delays_a_cards_datagrams_both_ways():
         npu._readable(local, gateway)
         assert got == [] and npu.counts["fault_dropped"] == 1
         # the card's answer is dropped too
-        npu.send(Datagram(list(local), list(peer.getsockname()), b"answer"), slot=1)
+        npu.send([[list(local), list(peer.getsockname()), b"answer"]], slot=1)
         assert npu.counts["fault_dropped"] == 2 and npu.counts["sent"] == 0
-        npu.send(Datagram(list(local), list(peer.getsockname()), b"other"), slot=2)
+        npu.send([[list(local), list(peer.getsockname()), b"other"]], slot=2)
         assert npu.counts["sent"] == 1  # another card's answer goes out
         npu.faults.heal()
         npu.faults.add(UdpRule("delay", ms=80, slot=1))
@@ -461,7 +461,7 @@ def test_npu_drops_and_delays_a_cards_datagrams_both_ways():
         assert got == []
         await asyncio.sleep(0.15)
         assert [s for s, _ in got] == [1] and got[0][1] - start >= 0.075
-        npu.send(Datagram(list(local), list(peer.getsockname()), b"late"), slot=1)
+        npu.send([[list(local), list(peer.getsockname()), b"late"]], slot=1)
         assert npu.counts["sent"] == 1
         await asyncio.sleep(0.15)
         assert npu.counts["sent"] == 2 and npu.counts["fault_delayed"] == 2

@@ -165,3 +165,14 @@ class Datagrams:
     """A burst of datagrams in one message (the per-message cost of the bus is paid once)."""
 
     items: list  # [[local, remote, data], ...] as in Datagram
+
+
+def burst(items: list) -> Datagram | Datagrams:
+    """A burst of ``[[local, remote, data], ...]`` as the bus carries it: one Datagram alone,
+    else one Datagrams."""
+    return Datagram(*items[0]) if len(items) == 1 else Datagrams(items)
+
+
+def burst_items(msg: Datagram | Datagrams) -> list:
+    """The ``[[local, remote, data], ...]`` of a Datagram or Datagrams (burst's inverse)."""
+    return msg.items if isinstance(msg, Datagrams) else [[msg.local, msg.remote, msg.data]]
