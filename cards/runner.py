@@ -51,6 +51,7 @@ from chassis.ipc.messages import (
 from chassis.ipc.rpc import Pending, RpcError
 from chassis.ipc.rundir import RunDir
 from chassis.ipc.sockets import Channel, Incoming, IpcFault, Node
+from chassis.randomness import SystemRandom
 
 log = logging.getLogger("card")
 RECOVERY_SLICE = 500  # SAs restored, adopted or synced per event-loop turn
@@ -621,7 +622,7 @@ class Card:
         the supervisor declare this card hung."""
         module = await asyncio.to_thread(importlib.import_module, "cards.gateway")
         cookie = (self.run.keys / "ike-cookie.secret").read_bytes()
-        self.gateway = module.Gateway(self.slot, os.urandom, self.wall.datetime, cookie)
+        self.gateway = module.Gateway(self.slot, SystemRandom(), self.wall.datetime, cookie)
         self.gateway.crls = self.crls
         self.gateway.owned = set(self.owned_maps)
         self.check_templates(force=True)

@@ -1,6 +1,7 @@
 """IKEv2 crypto: prf+, keymat, DH, SK protection, AUTH."""
 
 import hmac
+import os
 import random
 import struct
 
@@ -58,6 +59,7 @@ from cards.ike.message import (
     NotifyPayload,
     SkfPayload,
 )
+from chassis.randomness import SystemRandom
 
 HASH = {Prf.HMAC_SHA2_256: "sha256", Prf.HMAC_SHA2_384: "sha384", Prf.HMAC_SHA2_512: "sha512"}
 
@@ -151,6 +153,26 @@ def test_dh_agreement(group):
     assert DiffieHellman(group, seeded(1)).public == a.public  # randomness is injected
     with pytest.raises(InvalidKeyExchange):
         a.shared(b.public + b"\x00")
+
+
+@pytest.mark.parametrize("group", [DhGroup.ECP_256, DhGroup.ECP_384])
+def test_ecp_keys_come_from_openssl_only_when_the_source_says_it_is_the_os(group):
+    """A source marked ``csprng`` (chassis.randomness.SystemRandom) lets OpenSSL generate the
+    key; any other source (a test's seeded one) is drawn from, so the key follows from it."""
+
+    class Source:
+        def __init__(self, csprng: bool) -> None:
+            self.csprng, self.asked = csprng, []
+
+        def __call__(self, n: int) -> bytes:
+            self.asked.append(n)
+            return os.urandom(n)
+
+    system, injected = Source(True), Source(False)
+    a, b = DiffieHellman(group, system), DiffieHellman(group, injected)
+    assert a.shared(b.public) == b.shared(a.public)
+    assert system.asked == [] and len(injected.asked) == 1
+    assert SystemRandom().csprng and len(SystemRandom()(16)) == 16
 
 
 @pytest.mark.parametrize("y", [0, 1, MODP_2048_P - 1, MODP_2048_P])

@@ -5,7 +5,6 @@ Private values are drawn from the injected ``rand`` so that the engine stays san
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 from contextlib import contextmanager
@@ -93,9 +92,10 @@ class DiffieHellman:
             self.public = self._key.public_key().public_bytes_raw()
         elif self.group in _ECP:
             curve, size, order = _ECP[self.group]
-            if rand is os.urandom:
-                # the OS's randomness, as OpenSSL's own key generation draws: that is half the
-                # CPU of deriving from a scalar (a fixed-base table instead of a generic mul)
+            if getattr(rand, "csprng", False):
+                # the source is the OS's CSPRNG (chassis/randomness.py), as OpenSSL's own key
+                # generation draws: half the CPU of deriving from a scalar (a fixed-base table
+                # instead of a generic multiplication)
                 self._key = ec.generate_private_key(curve)
             else:  # an injected source (tests, replays): the key follows from it
                 # 8 extra random bytes make the reduction bias negligible (FIPS 186-4 B.4.1)

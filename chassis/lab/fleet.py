@@ -86,6 +86,7 @@ from cards.ike.payloads import TrafficSelector, UnknownPayload
 from cards.ike.states import State
 from chassis.ipc.rundir import RunDir
 from chassis.lab.fleet_settings import FleetSettings, Flow, parse_address
+from chassis.randomness import SystemRandom
 
 log = logging.getLogger("lab-fleet")
 
@@ -770,7 +771,7 @@ class FleetProcess:
         self.gateway = parse_address(self.ours["gateway"])
         self.sock, self.local = open_socket(self.gateway)
         probe = PROBE_EVERY_S if self.settings.wait_for_gateway else None
-        self.fleet = Fleet(self.settings, self.gateway, self.local, rand=os.urandom,
+        self.fleet = Fleet(self.settings, self.gateway, self.local, rand=SystemRandom(),
                            wall_clock=self.clock.now, probe_every=probe)  # fmt: skip
         self.stop = threading.Event()
         self.ready: queue.Queue = queue.Queue()  # (index, IkeConfig) from the credentials thread

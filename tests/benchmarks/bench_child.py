@@ -35,6 +35,7 @@ from cards.ike.config import ChildPolicy, ChildProposal  # noqa: E402
 from cards.ike.const import DhGroup, Encr, ExchangeType  # noqa: E402
 from cards.ike.engine import Endpoint  # noqa: E402
 from cards.ike.events import Send  # noqa: E402
+from chassis.randomness import SystemRandom  # noqa: E402
 
 
 def responder(p: dict, pfs: bool) -> Endpoint:
@@ -61,7 +62,7 @@ def responder(p: dict, pfs: bool) -> Endpoint:
         "wsg-service": {"svc": {"bind": {"address": b.GW_MEM[0], "port": b.GW_MEM[1],
                                          "template": "tmpl"}}},
     }}}  # fmt: skip
-    gateway = Gateway(1, os.urandom, b.utcnow, os.urandom(32))
+    gateway = Gateway(1, SystemRandom(), b.utcnow, os.urandom(32))
     gateway.configure(tree, creds)
     return gateway.endpoints[b.GW_MEM]
 
@@ -76,7 +77,7 @@ def rekeys(p: dict, pfs: bool, n: int) -> list[float]:
     cfg = b.enodeb_config(p)
     suite = ChildProposal(Encr.AES_GCM_16, 256, dh=DhGroup.ECP_256 if pfs else 0)
     cfg = replace(cfg, children=(ChildPolicy("all", proposals=(suite,)),))
-    enb = Endpoint(cfg, rand=os.urandom, wall_clock=b.utcnow, local=b.ENB_MEM)
+    enb = Endpoint(cfg, rand=SystemRandom(), wall_clock=b.utcnow, local=b.ENB_MEM)
     b.in_memory_tunnel(gw, enb)
     (sa,) = enb.sas.values()
     spent = []

@@ -36,6 +36,7 @@ from cards.ike.const import Encr  # noqa: E402
 from cards.ike.engine import Endpoint  # noqa: E402
 from cards.ike.events import ChildEstablished, Send  # noqa: E402
 from chassis import client  # noqa: E402
+from chassis.randomness import SystemRandom  # noqa: E402
 
 GCM128 = ChildProposal(Encr.AES_GCM_16, 128)
 
@@ -59,7 +60,7 @@ def tunnel(p: dict, gw: tuple[str, int]):
     sock.bind(("127.0.0.1", 0))
     local = sock.getsockname()
     cfg = replace(b.enodeb_config(p), children=(ChildPolicy(proposals=(GCM128,)),))
-    ep = Endpoint(cfg, rand=os.urandom, wall_clock=b.utcnow, local=local)
+    ep = Endpoint(cfg, rand=SystemRandom(), wall_clock=b.utcnow, local=local)
     queue, deadline = list(ep.initiate(gw, time.monotonic(), local=local)), time.monotonic() + 15
     while time.monotonic() < deadline:
         for o in queue:

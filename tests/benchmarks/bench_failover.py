@@ -55,7 +55,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 import random
 import re
 import select
@@ -85,6 +84,7 @@ from cards.ike.events import (  # noqa: E402
     Send,
 )
 from chassis import client  # noqa: E402
+from chassis.randomness import SystemRandom  # noqa: E402
 
 COMMAND = "python tests/benchmarks/bench_failover.py"
 TOPOLOGY = """\
@@ -144,7 +144,7 @@ class Enodebs:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.setblocking(False)
         self.local, self.gw = self.sock.getsockname(), gw
-        self.ep = Endpoint(b.enodeb_config(p), rand=os.urandom, wall_clock=b.utcnow,
+        self.ep = Endpoint(b.enodeb_config(p), rand=SystemRandom(), wall_clock=b.utcnow,
                            local=self.local)  # fmt: skip
         self.up: list[bytes] = []  # our SPI of each established IKE SA
         self.alive: dict[bytes, int] = {}  # liveness answers per SA

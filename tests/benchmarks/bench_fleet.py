@@ -72,6 +72,7 @@ from cards.ike.engine import Endpoint  # noqa: E402
 from cards.ike.events import Send  # noqa: E402
 from chassis import client  # noqa: E402
 from chassis.lab.authority import Authority  # noqa: E402
+from chassis.randomness import SystemRandom  # noqa: E402
 
 COMMAND = "python tests/benchmarks/bench_fleet.py"
 TOPOLOGY = """\
@@ -405,7 +406,7 @@ def card_responder(pki: dict, group: int) -> Endpoint:
                                          "template": "tmpl"},
                                 "ip-address-pool": {"enb-pool": "enb-pool"}}},
     }}}  # fmt: skip
-    gateway = Gateway(1, os.urandom, b.utcnow, os.urandom(32))
+    gateway = Gateway(1, SystemRandom(), b.utcnow, os.urandom(32))
     gateway.configure(tree, creds)
     return gateway.endpoints[GW_MEM]
 
@@ -420,7 +421,7 @@ def fleet_initiator(pki: dict, group: int) -> Endpoint:
     cert, key = enodeb(a)
     settings = FleetSettings(count=1, gateway=GW_MEM, dh_group=group, dpd_interval=0)
     cfg = ike_config(settings, Credentials(cert, key, a.intermediates("intermediate")), (a.root,))
-    return Endpoint(cfg, rand=os.urandom, wall_clock=b.utcnow, local=ENB_MEM), cert, key
+    return Endpoint(cfg, rand=SystemRandom(), wall_clock=b.utcnow, local=ENB_MEM), cert, key
 
 
 def tunnel(responder: Endpoint, enb: Endpoint, wire: dict | None = None) -> float:

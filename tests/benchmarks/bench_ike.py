@@ -76,6 +76,7 @@ from cards.ike.events import (  # noqa: E402
     Send,
 )
 from chassis import client  # noqa: E402
+from chassis.randomness import SystemRandom  # noqa: E402
 
 # Heartbeats at the default 100 ms, but 3 s before a card is failed: the card's loop stops for
 # ~0.3 s while it loads the IKE modules and builds the endpoint, and on a 2-core machine shared
@@ -170,7 +171,7 @@ class Driver:
         self.sock.setblocking(False)
         self.local = self.sock.getsockname()
         self.gw = gw
-        self.ep = Endpoint(cfg, rand=os.urandom, wall_clock=utcnow, local=self.local)
+        self.ep = Endpoint(cfg, rand=SystemRandom(), wall_clock=utcnow, local=self.local)
         # (exchange type, sent by us) -> [datagrams, bytes], the non-ESP marker left out
         self.wire: dict[tuple[int, bool], list[int]] = {}
         self.failures: list[str] = []
@@ -524,7 +525,7 @@ def card_responder(p: dict) -> Endpoint:
         "wsg-service": {"svc": {"bind": {"address": GW_MEM[0], "port": GW_MEM[1],
                                          "template": "tmpl"}}},
     }}}  # fmt: skip
-    gateway = Gateway(1, os.urandom, utcnow, os.urandom(32))
+    gateway = Gateway(1, SystemRandom(), utcnow, os.urandom(32))
     gateway.configure(tree, creds)
     return gateway.endpoints[GW_MEM]
 
@@ -550,7 +551,7 @@ def in_memory_tunnel(responder: Endpoint, enb: Endpoint) -> float:
 def engine_alone(p: dict, n: int, repeats: int) -> float:
     """The card's IKE engine alone (no runner, no IPC): responder CPU per tunnel, median."""
     responder = card_responder(p)
-    enb = Endpoint(enodeb_config(p), rand=os.urandom, wall_clock=utcnow, local=ENB_MEM)
+    enb = Endpoint(enodeb_config(p), rand=SystemRandom(), wall_clock=utcnow, local=ENB_MEM)
     for _ in range(20):
         in_memory_tunnel(responder, enb)
     runs = []
@@ -571,7 +572,7 @@ def memory_child(n: int) -> None:
 
     p = make_pki()
     responder = card_responder(p)
-    enb = Endpoint(enodeb_config(p), rand=os.urandom, wall_clock=utcnow, local=ENB_MEM)
+    enb = Endpoint(enodeb_config(p), rand=SystemRandom(), wall_clock=utcnow, local=ENB_MEM)
     in_memory_tunnel(responder, enb)
     [spi] = responder.sas
     ckpt = responder.export_sa(spi)

@@ -73,6 +73,7 @@ from cards.ike.events import (  # noqa: E402
     Rejected,
     Send,
 )
+from chassis.randomness import SystemRandom  # noqa: E402
 
 ROOT = b.ROOT
 GW = b.GW_MEM
@@ -131,7 +132,7 @@ def card_gateway(p: dict):
         "wsg-service": {"svc": {"bind": {"address": GW[0], "port": GW[1], "template": "tmpl"},
                                 "ip-address-pool": {"enb": "enb"}}},
     }}}  # fmt: skip
-    gateway = Gateway(1, os.urandom, b.utcnow, os.urandom(32))
+    gateway = Gateway(1, SystemRandom(), b.utcnow, os.urandom(32))
     gateway.configure(tree, creds)
     if GW not in gateway.endpoints:
         raise RuntimeError("the gateway did not bind the service")
@@ -147,7 +148,9 @@ class Bringup:
 
         self.p, self.gateway, self.traffic = p, gateway, traffic
         self.base = enodeb_config(p)
-        self.enb = Endpoint(self.base, rand=os.urandom, wall_clock=b.utcnow, local=("0.0.0.0", 0))
+        self.enb = Endpoint(
+            self.base, rand=SystemRandom(), wall_clock=b.utcnow, local=("0.0.0.0", 0)
+        )
         self.count = self.up = self.children = self.delivered = self.echoed = 0
         self.failures: list[str] = []
         self.now = 0.0

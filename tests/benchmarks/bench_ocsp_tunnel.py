@@ -43,6 +43,7 @@ from cards.ike.const import DhGroup, Encr, Integ, Prf  # noqa: E402
 from cards.ike.engine import Endpoint  # noqa: E402
 from cards.ike.events import CheckOcsp, Established, Send  # noqa: E402
 from cards.pki.revocation import Policy  # noqa: E402
+from chassis.randomness import SystemRandom  # noqa: E402
 
 NOW = dt.datetime.now(dt.UTC)
 URL = "http://127.0.0.1:1/"  # in part 1 nothing is sent: the answer is handed over
@@ -98,7 +99,6 @@ class Lab:
 
 
 def endpoints(lab: Lab, with_ocsp: bool):
-    import os
 
     policy = Policy(ocsp=True) if with_ocsp else None
     gw_cfg = IkeConfig(Credentials(lab.gw, lab.gw_key, ()), (lab.ca,), proposals=(SUITE,),
@@ -106,8 +106,8 @@ def endpoints(lab: Lab, with_ocsp: bool):
     enb_cfg = IkeConfig(Credentials(lab.enb, lab.enb_key, ()), (lab.ca,), proposals=(SUITE,),
                         fragmentation=False)  # fmt: skip
     wall = lambda: NOW  # noqa: E731
-    return (Endpoint(enb_cfg, rand=os.urandom, wall_clock=wall),
-            Endpoint(gw_cfg, rand=os.urandom, wall_clock=wall))  # fmt: skip
+    return (Endpoint(enb_cfg, rand=SystemRandom(), wall_clock=wall),
+            Endpoint(gw_cfg, rand=SystemRandom(), wall_clock=wall))  # fmt: skip
 
 
 def engine_round(lab: Lab, tunnels: int, with_ocsp: bool) -> float:
