@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 
-from chassis.ipc.messages import Request
+from chassis.ipc.messages import Heartbeat, Hello, Request
 from chassis.ipc.rpc import RpcError
 
 log = logging.getLogger("backplane")
@@ -57,7 +57,7 @@ class ManagementPair:
                         slot, inc.env.epoch, self.epoch)  # fmt: skip
             return False
         if slot != self.active_mgmt:  # the standby only heartbeats and says hello
-            if type(inc.env.msg).__name__ in ("Heartbeat", "Hello"):
+            if isinstance(inc.env.msg, Heartbeat | Hello):
                 return True
             log.warning("slot %d is not the active management card: its %s ignored",
                         slot, inc.env.type)  # fmt: skip

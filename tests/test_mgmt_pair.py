@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from chassis.ipc.messages import Request
+from chassis.ipc.messages import Heartbeat, Request
 from chassis.mgmt_pair import ManagementPair
 
 
@@ -48,12 +48,8 @@ class Stub(ManagementPair):
         coro.close()
 
 
-class Heartbeat:  # only the type's name matters to mgmt_message
-    pass
-
-
 def msg(peer: bytes, epoch: int, body=None):
-    body = body if body is not None else Heartbeat()
+    body = body if body is not None else Heartbeat(time.monotonic())
     return SimpleNamespace(peer=peer, env=SimpleNamespace(epoch=epoch, msg=body,
                                                           type=type(body).__name__))  # fmt: skip
 
