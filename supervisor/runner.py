@@ -630,7 +630,8 @@ class Supervisor:
                 row["templates"] = self.template_status.get(row["slot"], {})
                 # a failed, offline or booting card serves nothing, whatever it last said;
                 # an unreachable one (an IPC partition) still does: its last word stands
-                serving = row["state"] in ("active", "standby", "migrating", "unreachable")
+                card = self.cards.cards[row["slot"]]
+                serving = card.in_service or card.state == "unreachable"
                 row["counters"] = self.card_counters.get(row["slot"], {}) if serving else {}
             if self.platform == "asr9000" and row["type"] == "vsm":
                 fetched = self.certs.vsm_fetch.get(row["slot"])
