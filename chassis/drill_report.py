@@ -192,7 +192,7 @@ def build(*, drill, seed, schedule, steps, faults, timeline, traps, revocations,
         "datagrams_lost": npu[-1] - npu[0] if npu else None,
         "datagrams_lost_each": [
             f["figures"].get("datagrams_lost") for f in faults if not f.get("recovery_action")
-        ],  # fmt: skip
+        ],
         "gateway_drop": max(drops) if drops else 0,  # the largest fall of the gateway's count
         "cmp_lost": cmp_lost,
         "revoked_accepted": len(accepted),

@@ -1367,9 +1367,8 @@ class Runner:
             "t": sample["t"],
             "cards": cards,
             "gateway": sum(tunnels.values()) if obs.cards else None,
-            "npu_lost": (obs.status.get("npu") or {}).get("lost", 0)
-            if "npu" in obs.status
-            else None,  # the backplane's count (None: no status in this sample)
+            # the backplane's count (None: no status in this sample)
+            "npu_lost": obs.status["npu"].get("lost", 0) if "npu" in obs.status else None,
             "fleet": {
                 k: fleet.get(k) for k in ("up", "establishing", "lost", "failed", "children_up")
             }
